@@ -1,0 +1,517 @@
+"""Recurrent (LSTM / GRU / RNN) encoder-decoder with global attention as a transformers model.
+
+The architecture is the classic attentional NMT baseline (Luong et al., 2015; Bahdanau et
+al., 2015): a packed, optionally bidirectional encoder; a decoder whose state is
+initialised from the encoder's final states; global attention over the encoder outputs;
+an attentional vector tanh(W[context; h]) optionally fed into the next step ("input
+feeding"); a linear softmax layer.
+
+It plugs into the stock `GenerationMixin`: the recurrent state travels between decoding
+steps as `cache` (an `LSTMSeq2SeqCache`), which beam search reorders in place. Only
+sibling imports are used so this file travels as Hub remote code.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
+
+from .configuration_lstm_seq2seq import LSTMSeq2SeqConfig
+
+RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False) -> None:
+    """Raise a readable error instead of torch's opaque 'index out of range' inside an embedding."""
+    valid = (ids >= 0) & (ids < vocab_size)
+    if allow_ignore:
+        valid |= ids == -100
+    if not bool(valid.all()):
+        bad = ids[~valid][0].item()
+        raise ValueError(
+            f"`{name}` contains token id {bad}, outside the vocabulary [0, {vocab_size}). Was the input made by a "
+            f"different tokenizer than the one this model was trained with?"
+        )
+
+
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Teacher forcing: the decoder reads <start> y_1 ... y_{n-1} and predicts y_1 ... y_n."""
+    shifted = labels.new_full(labels.shape, pad_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+def lengths_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Packed sequences need right padding and no empty rows; say so plainly when that is not the case."""
+    lengths = attention_mask.sum(dim=1)
+    if bool((lengths == 0).any()):
+        row = int((lengths == 0).nonzero()[0, 0])
+        raise ValueError(f"Source sequence {row} of the batch is empty (its attention_mask is all zeros).")
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    if not bool((attention_mask.bool() == (positions[None, :] < lengths[:, None])).all()):
+        raise ValueError(
+            "The encoder needs right-padded inputs (ones then zeros in attention_mask); "
+            "set `tokenizer.padding_side = 'right'`."
+        )
+    return lengths
+
+
+@dataclass
+class LSTMSeq2SeqEncoderOutput(ModelOutput):
+    """
+    Encoder outputs, all batch-first so `generate()` can expand them for beams along dim 0.
+
+    Args:
+        last_hidden_state: `(batch, src_len, hidden_size)` top-layer outputs (zero at padding).
+        final_hidden_state: `(batch, num_encoder_layers, hidden_size)` last state of every layer
+            (both directions concatenated).
+        final_cell_state: same shape, LSTM cell states; `None` for GRU/RNN.
+        hidden_states: `(embeddings, last_hidden_state)` when `output_hidden_states=True`.
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    final_hidden_state: torch.Tensor | None = None
+    final_cell_state: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class LSTMSeq2SeqCache:
+    """
+    The decoder's recurrent state between `generate()` steps.
+
+    Unlike a transformer's key/value cache it does not grow: it holds the state after the
+    last token (hidden, cell, the input-feeding vector) plus the projected attention keys,
+    which depend only on the source and are worth computing once.
+    """
+
+    is_compileable = False
+
+    def __init__(
+        self,
+        hidden: torch.Tensor,
+        cell: torch.Tensor | None,
+        input_feed: torch.Tensor | None,
+        attention_keys: torch.Tensor | None,
+        seen_tokens: int = 0,
+    ):
+        self.hidden = hidden  # (num_layers, batch, hidden_size): nn.RNN's native layout
+        self.cell = cell
+        self.input_feed = input_feed  # (batch, hidden_size)
+        self.attention_keys = attention_keys  # (batch, src_len, hidden_size)
+        self.seen_tokens = seen_tokens
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Beam search keeps the states of the surviving hypotheses (in place, as generate expects)."""
+        self.hidden = self.hidden.index_select(1, beam_idx.to(self.hidden.device))
+        if self.cell is not None:
+            self.cell = self.cell.index_select(1, beam_idx.to(self.cell.device))
+        if self.input_feed is not None:
+            self.input_feed = self.input_feed.index_select(0, beam_idx.to(self.input_feed.device))
+        if self.attention_keys is not None:
+            self.attention_keys = self.attention_keys.index_select(0, beam_idx.to(self.attention_keys.device))
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen_tokens
+
+    @property
+    def rnn_state(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.hidden if self.cell is None else (self.hidden, self.cell)
+
+
+class LSTMSeq2SeqAttention(nn.Module):
+    """Global attention over encoder outputs, followed by the attentional vector tanh(W[c; h])."""
+
+    def __init__(self, config: LSTMSeq2SeqConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.attention_type = config.attention_type
+        if self.attention_type in ("general", "concat"):
+            self.query_proj = nn.Linear(hidden, hidden, bias=False)
+        if self.attention_type == "concat":
+            self.key_proj = nn.Linear(hidden, hidden)
+            self.energy = nn.Linear(hidden, 1, bias=False)
+        self.output_proj = nn.Linear(2 * hidden, hidden, bias=False)
+
+    def project_keys(self, memory: torch.Tensor) -> torch.Tensor | None:
+        """Bahdanau's key projection depends on the source only: computed once per sentence."""
+        return self.key_proj(memory) if self.attention_type == "concat" else None
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        keys: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """query (B, T, H), memory (B, S, H), memory_mask (B, S) bool -> attentional vector (B, T, H), weights (B, T, S)."""
+        if self.attention_type == "dot":
+            scores = torch.bmm(query, memory.transpose(1, 2))
+        elif self.attention_type == "general":
+            scores = torch.bmm(self.query_proj(query), memory.transpose(1, 2))
+        else:
+            energy = torch.tanh(self.query_proj(query).unsqueeze(2) + keys.unsqueeze(1))
+            scores = self.energy(energy).squeeze(-1)
+        scores = scores.masked_fill(~memory_mask.unsqueeze(1), torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1)
+        context = torch.bmm(weights, memory)
+        return torch.tanh(self.output_proj(torch.cat([context, query], dim=-1))), weights
+
+
+class LSTMSeq2SeqEncoder(nn.Module):
+    """Embeds the source and runs one packed recurrent call over it (no Python loop over time)."""
+
+    def __init__(self, config: LSTMSeq2SeqConfig, embed_tokens: nn.Embedding):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = embed_tokens
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        directions = 2 if config.bidirectional_encoder else 1
+        self.rnn = RNN_CLASSES[config.cell_type](
+            config.embedding_size,
+            config.hidden_size // directions,
+            num_layers=config.num_encoder_layers,
+            bidirectional=config.bidirectional_encoder,
+            dropout=config.dropout if config.num_encoder_layers > 1 else 0.0,
+            batch_first=True,
+        )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> LSTMSeq2SeqEncoderOutput | tuple:
+        if input_ids is None:
+            raise ValueError("The LSTM encoder needs `input_ids` (source token ids).")
+        check_token_ids("input_ids", input_ids, self.config.vocab_size)
+        if attention_mask is None:
+            attention_mask = input_ids.ne(self.config.pad_token_id)
+        lengths = lengths_from_mask(attention_mask)
+
+        embeddings = self.embedding_dropout(self.embed_tokens(input_ids))
+        packed = pack_padded_sequence(embeddings, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed_outputs, state = self.rnn(packed)
+        outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True, total_length=input_ids.shape[1])
+
+        hidden, cell = state if isinstance(state, tuple) else (state, None)
+        result = LSTMSeq2SeqEncoderOutput(
+            last_hidden_state=outputs,
+            final_hidden_state=self._layer_major(hidden),
+            final_cell_state=None if cell is None else self._layer_major(cell),
+            hidden_states=(embeddings, outputs) if output_hidden_states else None,
+        )
+        return result if return_dict is not False else result.to_tuple()
+
+    def _layer_major(self, state: torch.Tensor) -> torch.Tensor:
+        """(layers*directions, B, H/d) -> (B, layers, H): directions side by side, batch first."""
+        layers, directions = self.config.num_encoder_layers, 2 if self.config.bidirectional_encoder else 1
+        batch = state.shape[1]
+        state = state.view(layers, directions, batch, -1).permute(2, 0, 1, 3)
+        return state.reshape(batch, layers, -1)
+
+
+class LSTMSeq2SeqDecoder(nn.Module):
+    """Attentional recurrent decoder; one fused RNN call over the target unless input feeding forces a loop."""
+
+    def __init__(self, config: LSTMSeq2SeqConfig, embed_tokens: nn.Embedding):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = embed_tokens
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.dropout = nn.Dropout(config.dropout)
+        input_size = config.embedding_size + (config.hidden_size if config.input_feeding else 0)
+        self.rnn = RNN_CLASSES[config.cell_type](
+            input_size,
+            config.hidden_size,
+            num_layers=config.num_decoder_layers,
+            dropout=config.dropout if config.num_decoder_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.attention = LSTMSeq2SeqAttention(config) if config.attention_type != "none" else None
+        if config.decoder_init == "bridge":
+            bridge_in = config.num_encoder_layers * config.hidden_size
+            bridge_out = config.num_decoder_layers * config.hidden_size
+            self.bridge_hidden = nn.Linear(bridge_in, bridge_out)
+            self.bridge_cell = nn.Linear(bridge_in, bridge_out) if config.cell_type == "lstm" else None
+
+    def init_cache(self, encoder_outputs: LSTMSeq2SeqEncoderOutput) -> LSTMSeq2SeqCache:
+        """State before the first target token: bridged encoder states (or zeros), empty input feed."""
+        config = self.config
+        memory = encoder_outputs.last_hidden_state
+        batch = memory.shape[0]
+
+        def bridge(linear: nn.Linear, final: torch.Tensor) -> torch.Tensor:
+            state = torch.tanh(linear(final.reshape(batch, -1)))
+            return state.view(batch, config.num_decoder_layers, config.hidden_size).transpose(0, 1).contiguous()
+
+        if config.decoder_init == "bridge":
+            hidden = bridge(self.bridge_hidden, encoder_outputs.final_hidden_state)
+            cell = bridge(self.bridge_cell, encoder_outputs.final_cell_state) if self.bridge_cell else None
+        else:
+            hidden = memory.new_zeros(config.num_decoder_layers, batch, config.hidden_size)
+            cell = torch.zeros_like(hidden) if config.cell_type == "lstm" else None
+        input_feed = memory.new_zeros(batch, config.hidden_size) if config.input_feeding else None
+        keys = self.attention.project_keys(memory) if self.attention is not None else None
+        return LSTMSeq2SeqCache(hidden, cell, input_feed, keys)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        encoder_outputs: LSTMSeq2SeqEncoderOutput,
+        encoder_attention_mask: torch.Tensor,
+        cache: LSTMSeq2SeqCache | None = None,
+    ) -> tuple[torch.Tensor, LSTMSeq2SeqCache, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Returns attentional vectors (B, T, H), the state after the last token, attention weights, embeddings, RNN outputs."""
+        check_token_ids("decoder_input_ids", input_ids, self.config.decoder_vocab_size)
+        if cache is None:
+            cache = self.init_cache(encoder_outputs)
+        memory = encoder_outputs.last_hidden_state
+        memory_mask = encoder_attention_mask.bool()
+        embeddings = self.embedding_dropout(self.embed_tokens(input_ids))
+
+        if self.config.input_feeding:
+            state, feed = cache.rnn_state, cache.input_feed
+            rnn_steps, vector_steps, weight_steps = [], [], []
+            for t in range(input_ids.shape[1]):
+                step_input = torch.cat([embeddings[:, t : t + 1], feed.unsqueeze(1)], dim=-1)
+                rnn_output, state = self.rnn(step_input, state)
+                vector, weights = self._attend(rnn_output, memory, memory_mask, cache.attention_keys)
+                feed = vector.squeeze(1)
+                rnn_steps.append(rnn_output)
+                vector_steps.append(vector)
+                weight_steps.append(weights)
+            rnn_outputs, vectors = torch.cat(rnn_steps, dim=1), torch.cat(vector_steps, dim=1)
+            attention = torch.cat(weight_steps, dim=1) if self.attention is not None else None
+        else:
+            feed = None
+            rnn_outputs, state = self.rnn(embeddings, cache.rnn_state)
+            vectors, attention = self._attend(rnn_outputs, memory, memory_mask, cache.attention_keys)
+
+        hidden, cell = state if isinstance(state, tuple) else (state, None)
+        new_cache = LSTMSeq2SeqCache(hidden, cell, feed, cache.attention_keys, cache.seen_tokens + input_ids.shape[1])
+        return vectors, new_cache, attention, embeddings, rnn_outputs
+
+    def _attend(
+        self, rnn_output: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor, keys: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.attention is None:
+            return self.dropout(rnn_output), None
+        vector, weights = self.attention(rnn_output, memory, memory_mask, keys)
+        return self.dropout(vector), weights
+
+
+class LSTMSeq2SeqPreTrainedModel(PreTrainedModel):
+    config: LSTMSeq2SeqConfig
+    config_class = LSTMSeq2SeqConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["LSTMSeq2SeqEncoder", "LSTMSeq2SeqDecoder"]
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # The recurrent state is not a key/value cache: generate must not build a DynamicCache for it.
+        return False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Uniform(-r, r) everywhere, as the OpenNMT/JoeyNMT baselines do; padding embeddings start at zero."""
+        r = self.config.init_range
+        if isinstance(module, nn.RNNBase):
+            for parameter in module.parameters():
+                init.uniform_(parameter, -r, r)
+        elif isinstance(module, nn.Linear):
+            init.uniform_(module.weight, -r, r)
+            if module.bias is not None:
+                init.uniform_(module.bias, -r, r)
+        elif isinstance(module, nn.Embedding):
+            init.uniform_(module.weight, -r, r)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """When the code travels with the weights, point every Auto class at it, not just the one registered."""
+        if self._auto_class is not None:
+            module = type(self).__module__.split(".")[-1]
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": f"{module}.LSTMSeq2SeqModel",
+                "AutoModelForSeq2SeqLM": f"{module}.LSTMSeq2SeqForConditionalGeneration",
+            }
+        super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
+    """Encoder + decoder, returning the attentional vectors (the input of the softmax layer)."""
+
+    def __init__(self, config: LSTMSeq2SeqConfig):
+        super().__init__(config)
+        source_embeddings = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
+        target_embeddings = (
+            source_embeddings
+            if config.share_embeddings
+            else nn.Embedding(config.decoder_vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
+        )
+        self.encoder = LSTMSeq2SeqEncoder(config, source_embeddings)
+        self.decoder = LSTMSeq2SeqDecoder(config, target_embeddings)
+        if config.share_embeddings:
+            self._tied_weights_keys = {"decoder.embed_tokens.weight": "encoder.embed_tokens.weight"}
+        self.post_init()
+
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        # transformers ties only under `tie_word_embeddings`; sharing source/target embeddings is its own switch.
+        if self.config.share_embeddings and not all_submodels:
+            return dict(self._tied_weights_keys)
+        return super().get_expanded_tied_weights_keys(all_submodels=all_submodels)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.encoder.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.encoder.embed_tokens = value
+        if self.config.share_embeddings:
+            self.decoder.embed_tokens = value
+
+    def get_encoder(self, modality: str | None = None) -> LSTMSeq2SeqEncoder:
+        return self.encoder
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: LSTMSeq2SeqEncoderOutput | tuple | None = None,
+        cache: LSTMSeq2SeqCache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> Seq2SeqModelOutput | tuple:
+        """`decoder_attention_mask` is accepted for API compatibility: a causal RNN never looks ahead, and
+        positions after a target's end only produce outputs the loss ignores."""
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
+            )
+        elif not isinstance(encoder_outputs, LSTMSeq2SeqEncoderOutput):
+            encoder_outputs = LSTMSeq2SeqEncoderOutput(*encoder_outputs)
+        if attention_mask is None:
+            if input_ids is None:
+                raise ValueError("Pass `attention_mask` together with precomputed `encoder_outputs`.")
+            attention_mask = input_ids.ne(self.config.pad_token_id)
+        if decoder_input_ids is None:
+            raise ValueError("Pass `decoder_input_ids` or `labels` (they are shifted into decoder inputs).")
+
+        vectors, new_cache, attention, embeddings, rnn_outputs = self.decoder(
+            decoder_input_ids, encoder_outputs, attention_mask, cache=cache
+        )
+        output = Seq2SeqModelOutput(
+            last_hidden_state=vectors,
+            cache=new_cache if use_cache else None,
+            decoder_hidden_states=(embeddings, rnn_outputs, vectors) if output_hidden_states else None,
+            cross_attentions=(attention.unsqueeze(1),) if output_attentions and attention is not None else None,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, GenerationMixin):
+    """The translator: `LSTMSeq2SeqModel` plus the softmax layer, trainable with `labels` and usable with `generate()`."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
+
+    def __init__(self, config: LSTMSeq2SeqConfig):
+        super().__init__(config)
+        self.model = LSTMSeq2SeqModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.decoder_vocab_size)
+        self.post_init()
+
+    def get_encoder(self, modality: str | None = None) -> LSTMSeq2SeqEncoder:
+        return self.model.encoder
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: LSTMSeq2SeqEncoderOutput | tuple | None = None,
+        cache: LSTMSeq2SeqCache | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> Seq2SeqLMOutput | tuple:
+        """`labels` use -100 for positions the loss ignores (padding), as everywhere in transformers."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if labels is not None:
+            check_token_ids("labels", labels, self.config.decoder_vocab_size, allow_ignore=True)
+            use_cache = False
+            if decoder_input_ids is None:
+                decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            encoder_outputs=encoder_outputs,
+            cache=cache,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device), ignore_index=-100
+            )
+        output = Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            cross_attentions=outputs.cross_attentions,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "LSTMSeq2SeqCache",
+    "LSTMSeq2SeqEncoderOutput",
+    "LSTMSeq2SeqForConditionalGeneration",
+    "LSTMSeq2SeqModel",
+    "LSTMSeq2SeqPreTrainedModel",
+]

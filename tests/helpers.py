@@ -1,0 +1,58 @@
+"""Test helpers: tiny random models built from configs (nothing is downloaded)."""
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from hf_rnn import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+def tiny_config(**overrides) -> LSTMSeq2SeqConfig:
+    """A model small enough for exhaustive checks, with weights large enough that outputs are not near-uniform."""
+    values = dict(
+        vocab_size=23,
+        decoder_vocab_size=19,
+        embedding_size=8,
+        hidden_size=10,
+        dropout=0.0,
+        init_range=0.6,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
+    values.update(overrides)
+    return LSTMSeq2SeqConfig(**values)
+
+
+def tiny_model(seed: int = 0, **overrides) -> LSTMSeq2SeqForConditionalGeneration:
+    torch.manual_seed(seed)
+    return LSTMSeq2SeqForConditionalGeneration(tiny_config(**overrides)).eval()
+
+
+def random_batch(lengths: list[int], vocab_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded source ids (no special ids inside) and their mask."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = torch.randint(3, vocab_size, (length,), generator=generator)
+    return ids, ids.ne(0).long()
+
+
+def subprocess_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a child Python that must not find `hf_rnn` (proves remote code travels)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_"))}
+    env["HF_HOME"] = str(tmp_path / "hf_home")
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+BLOCK_HF_RNN = (
+    "import sys\n"
+    "sys.modules['hf_rnn'] = None  # any `import hf_rnn` now fails: only remote code can load the model\n"
+)
+

@@ -1,0 +1,286 @@
+"""Correctness of the translator, each check against an independent computation."""
+
+import itertools
+
+import pytest
+import torch
+from helpers import random_batch, tiny_config, tiny_model
+from torch.func import functional_call
+
+from hf_rnn import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
+from hf_rnn.translator.configuration_lstm_seq2seq import ATTENTION_TYPES, CELL_TYPES
+
+COMBINATIONS = list(itertools.product(CELL_TYPES, ATTENTION_TYPES, [True, False]))
+
+
+@pytest.mark.parametrize("cell_type,attention_type,input_feeding", COMBINATIONS)
+def test_incremental_logits_equal_teacher_forced(cell_type, attention_type, input_feeding):
+    """One token per call with the state carried must reproduce the one-shot teacher-forced pass."""
+    model = tiny_model(
+        cell_type=cell_type, attention_type=attention_type, input_feeding=input_feeding, num_decoder_layers=2
+    )
+    source, mask = random_batch([6, 3, 5], model.config.vocab_size)
+    target = torch.randint(3, model.config.decoder_vocab_size, (3, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = model(input_ids=source, attention_mask=mask, decoder_input_ids=target).logits
+        encoder_outputs = model.get_encoder()(source, attention_mask=mask)
+        cache, steps = None, []
+        for t in range(target.shape[1]):
+            out = model(
+                encoder_outputs=encoder_outputs,
+                attention_mask=mask,
+                decoder_input_ids=target[:, t : t + 1],
+                cache=cache,
+                use_cache=True,
+            )
+            cache = out.cache
+            steps.append(out.logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert cache.get_seq_length() == target.shape[1]
+
+
+@pytest.mark.parametrize("cell_type,attention_type", [("lstm", "general"), ("gru", "concat"), ("rnn", "dot")])
+def test_padding_invariance_of_encoder_and_generation(cell_type, attention_type):
+    """A sentence batched with longer ones must encode and translate exactly as when alone."""
+    model = tiny_model(cell_type=cell_type, attention_type=attention_type, num_encoder_layers=2)
+    lengths = [3, 7, 5, 1]
+    source, mask = random_batch(lengths, model.config.vocab_size, seed=3)
+    with torch.no_grad():
+        batched = model.get_encoder()(source, attention_mask=mask)
+        greedy = model.generate(input_ids=source, attention_mask=mask, max_new_tokens=8)
+        beam = model.generate(input_ids=source, attention_mask=mask, max_new_tokens=8, num_beams=3)
+        for row, length in enumerate(lengths):
+            alone_ids, alone_mask = source[row : row + 1, :length], mask[row : row + 1, :length]
+            alone = model.get_encoder()(alone_ids, attention_mask=alone_mask)
+            torch.testing.assert_close(
+                batched.last_hidden_state[row, :length], alone.last_hidden_state[0], atol=1e-5, rtol=0
+            )
+            assert (batched.last_hidden_state[row, length:] == 0).all()
+            torch.testing.assert_close(batched.final_hidden_state[row], alone.final_hidden_state[0], atol=1e-5, rtol=0)
+            for batched_out, kwargs in ((greedy, {}), (beam, {"num_beams": 3})):
+                single = model.generate(input_ids=alone_ids, attention_mask=alone_mask, max_new_tokens=8, **kwargs)[0]
+                got = batched_out[row][: single.shape[0]]
+                assert torch.equal(got, single), (row, kwargs)
+                # Finished rows are filled (greedy pads, beam search repeats EOS).
+                filler = batched_out[row][single.shape[0] :]
+                assert ((filler == model.config.pad_token_id) | (filler == model.config.eos_token_id)).all()
+
+
+def manual_greedy(model, source, mask, max_new_tokens):
+    """Greedy decoding by re-running the full teacher-forced pass each step (no cache, no generate())."""
+    sequence = torch.tensor([[model.config.decoder_start_token_id]])
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=source, attention_mask=mask, decoder_input_ids=sequence, use_cache=False).logits
+        next_token = logits[0, -1].argmax()
+        sequence = torch.cat([sequence, next_token.view(1, 1)], dim=1)
+        if next_token.item() == model.config.eos_token_id:
+            break
+    return sequence[0]
+
+
+@pytest.mark.parametrize("input_feeding", [True, False])
+def test_greedy_and_single_beam_match_manual_decoding(input_feeding):
+    model = tiny_model(input_feeding=input_feeding, seed=4)
+    source, mask = random_batch([5, 4], model.config.vocab_size, seed=5)
+    with torch.no_grad():
+        greedy = model.generate(input_ids=source, attention_mask=mask, max_new_tokens=10)
+        one_beam = model.generate(input_ids=source, attention_mask=mask, max_new_tokens=10, num_beams=1)
+        for row in range(2):
+            expected = manual_greedy(model, source[row : row + 1, : int(mask[row].sum())], None, 10)
+            assert torch.equal(greedy[row][: expected.shape[0]], expected)
+    assert torch.equal(greedy, one_beam)
+
+
+def rescore(model, source, mask, sequence: torch.Tensor) -> tuple[float, int]:
+    """Sum of log-probabilities of `sequence` (start token first) under a teacher-forced pass, and its length."""
+    tokens = sequence[1:]
+    pad, eos = model.config.pad_token_id, model.config.eos_token_id
+    if (tokens == eos).any():
+        tokens = tokens[: int((tokens == eos).nonzero()[0, 0]) + 1]
+    else:
+        tokens = tokens[tokens != pad] if (tokens == pad).any() else tokens
+    decoder_input = torch.cat([sequence[:1], tokens[:-1]]).unsqueeze(0)
+    logits = model(input_ids=source, attention_mask=mask, decoder_input_ids=decoder_input).logits[0]
+    log_probs = torch.log_softmax(logits, dim=-1)
+    return log_probs.gather(1, tokens.unsqueeze(1)).sum().item(), tokens.shape[0]
+
+
+@pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0])
+@pytest.mark.parametrize("input_feeding", [True, False])
+def test_beam_scores_equal_teacher_forced_rescore(length_penalty, input_feeding):
+    """Each returned hypothesis' score is its true log-probability (normalised): proves states follow their beams."""
+    model = tiny_model(seed=6, input_feeding=input_feeding, attention_type="concat")
+    source, mask = random_batch([6, 2, 4], model.config.vocab_size, seed=7)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=source,
+            attention_mask=mask,
+            num_beams=4,
+            num_return_sequences=3,
+            length_penalty=length_penalty,
+            early_stopping=True,
+            max_new_tokens=9,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        for index, sequence in enumerate(out.sequences):
+            row = index // 3
+            length = int(mask[row].sum())
+            log_prob, n_tokens = rescore(model, source[row : row + 1, :length], None, sequence)
+            expected = log_prob / (n_tokens**length_penalty)
+            assert out.sequences_scores[index].item() == pytest.approx(expected, abs=1e-4), index
+    # Hypotheses come out best first.
+    scores = out.sequences_scores.view(3, 3)
+    assert (scores[:, :-1] >= scores[:, 1:] - 1e-6).all()
+
+
+def test_beam_scores_detect_a_broken_reorder(monkeypatch):
+    """Negative control: with reordering disabled, the re-score check above must fail."""
+    from hf_rnn.translator.modeling_lstm_seq2seq import LSTMSeq2SeqCache
+
+    monkeypatch.setattr(LSTMSeq2SeqCache, "reorder_cache", lambda self, beam_idx: None)
+    model = tiny_model(seed=6)
+    source, mask = random_batch([6, 2, 4], model.config.vocab_size, seed=7)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=source, attention_mask=mask, num_beams=4, num_return_sequences=3,
+            max_new_tokens=9, output_scores=True, return_dict_in_generate=True,
+        )
+        mismatches = 0
+        for index, sequence in enumerate(out.sequences):
+            row = index // 3
+            log_prob, n_tokens = rescore(model, source[row : row + 1, : int(mask[row].sum())], None, sequence)
+            mismatches += abs(out.sequences_scores[index].item() - log_prob / n_tokens) > 1e-4
+    assert mismatches > 0
+
+
+def test_sampling_options_and_constraints():
+    model = tiny_model(seed=8)
+    source, mask = random_batch([5, 3], model.config.vocab_size, seed=9)
+    torch.manual_seed(0)
+    out = model.generate(
+        input_ids=source, attention_mask=mask, do_sample=True, temperature=0.7, top_k=5, top_p=0.9,
+        min_new_tokens=4, max_new_tokens=12, no_repeat_ngram_size=2, output_scores=True, return_dict_in_generate=True,
+    )
+    eos = model.config.eos_token_id
+    for sequence in out.sequences:
+        body = sequence[1:].tolist()
+        assert eos not in body[:4]  # min_new_tokens
+        bigrams = [tuple(body[i : i + 2]) for i in range(len(body) - 1) if model.config.pad_token_id not in body[i : i + 2]]
+        assert len(bigrams) == len(set(bigrams))  # no_repeat_ngram_size=2
+    assert len(out.scores) == out.sequences.shape[1] - 1
+    assert out.sequences.shape[1] <= 13
+
+
+@pytest.mark.parametrize("cell_type,attention_type,input_feeding", [("lstm", "general", True), ("gru", "concat", False)])
+def test_gradcheck_through_time(cell_type, attention_type, input_feeding):
+    """Analytic gradients of the loss w.r.t. every parameter equal finite differences (BPTT is right)."""
+    torch.manual_seed(0)
+    config = tiny_config(
+        vocab_size=7, decoder_vocab_size=6, embedding_size=3, hidden_size=4, cell_type=cell_type,
+        attention_type=attention_type, input_feeding=input_feeding, init_range=0.5,
+    )
+    model = LSTMSeq2SeqForConditionalGeneration(config).double().eval()
+    names, values = zip(*[(n, p.detach().clone().requires_grad_(True)) for n, p in model.named_parameters()])
+    source = torch.tensor([[3, 4, 5, 2], [6, 2, 0, 0]])
+    labels = torch.tensor([[3, 4, 2], [5, 2, -100]])
+
+    def loss(*params):
+        return functional_call(model, dict(zip(names, params)), (), {
+            "input_ids": source, "attention_mask": source.ne(0), "labels": labels,
+        }).loss
+
+    assert torch.autograd.gradcheck(loss, values, eps=1e-6, atol=1e-5)
+
+
+def test_loss_ignores_minus_100_and_matches_manual_cross_entropy():
+    model = tiny_model(seed=10)
+    source, mask = random_batch([4, 3], model.config.vocab_size)
+    labels = torch.tensor([[5, 6, 7, 2], [8, 2, -100, -100]])
+    out = model(input_ids=source, attention_mask=mask, labels=labels)
+    log_probs = torch.log_softmax(out.logits, dim=-1)
+    picked = [log_probs[b, t, labels[b, t]] for b in range(2) for t in range(4) if labels[b, t] != -100]
+    assert out.loss.item() == pytest.approx(-torch.stack(picked).mean().item(), rel=1e-5)
+    # Padding the labels further must not change the loss.
+    padded = torch.cat([labels, torch.full((2, 3), -100)], dim=1)
+    assert model(input_ids=source, attention_mask=mask, labels=padded).loss.item() == pytest.approx(out.loss.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"cell_type": "transformer"}, "`cell_type` must be one of"),
+        ({"attention_type": "luong"}, "`attention_type` must be one of"),
+        ({"decoder_init": "copy"}, "`decoder_init` must be one of"),
+        ({"dropout": 1.0}, "`dropout` must be a float in [0, 1)"),
+        ({"hidden_size": 0}, "`hidden_size` must be a positive integer"),
+        ({"num_encoder_layers": 1.5}, "`num_encoder_layers` must be a positive integer"),
+        ({"hidden_size": 7}, "`hidden_size` must be even"),
+        ({"share_embeddings": True, "decoder_vocab_size": 11}, "`share_embeddings=True` needs one joint vocabulary"),
+        ({"tie_word_embeddings": True, "embedding_size": 6}, "`tie_word_embeddings=True` needs `embedding_size`"),
+        ({"eos_token_id": 50}, "`eos_token_id` must be None or an id in [0, 19)"),
+    ],
+)
+def test_config_validation_names_the_field(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        tiny_config(**kwargs)
+    assert message in str(error.value)
+
+
+def test_config_validation_also_applies_when_loading(tmp_path):
+    tiny_config().save_pretrained(tmp_path)
+    text = (tmp_path / "config.json").read_text().replace('"cell_type": "lstm"', '"cell_type": "lstmm"')
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ValueError, match="`cell_type` must be one of"):
+        LSTMSeq2SeqConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "field,make",
+    [
+        ("input_ids", lambda s, m: dict(input_ids=s.masked_fill(s == s[0, 0], 99), attention_mask=m, decoder_input_ids=s[:, :2] % 5)),
+        ("decoder_input_ids", lambda s, m: dict(input_ids=s, attention_mask=m, decoder_input_ids=torch.full((2, 2), 19))),
+        ("labels", lambda s, m: dict(input_ids=s, attention_mask=m, labels=torch.tensor([[3, -5], [4, 2]]))),
+    ],
+)
+def test_out_of_range_token_ids_give_a_clear_error(field, make):
+    model = tiny_model()
+    source, mask = random_batch([3, 2], model.config.vocab_size)
+    with pytest.raises(ValueError, match=f"`{field}` contains token id .* outside the vocabulary"):
+        model(**make(source, mask))
+
+
+def test_left_padding_and_empty_rows_are_rejected():
+    model = tiny_model()
+    source = torch.tensor([[0, 5, 6], [4, 5, 6]])
+    with pytest.raises(ValueError, match="right-padded"):
+        model.generate(input_ids=source, attention_mask=source.ne(0).long(), max_new_tokens=2)
+    with pytest.raises(ValueError, match="Source sequence 1 of the batch is empty"):
+        model(input_ids=source, attention_mask=torch.tensor([[1, 1, 1], [0, 0, 0]]), decoder_input_ids=source)
+
+
+def test_cross_attentions_are_distributions_over_real_source_tokens():
+    model = tiny_model()
+    source, mask = random_batch([5, 2], model.config.vocab_size)
+    out = model(input_ids=source, attention_mask=mask, decoder_input_ids=source[:, :3] % 7 + 3, output_attentions=True)
+    (weights,) = out.cross_attentions
+    assert weights.shape == (2, 1, 3, 5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 1, 3))
+    assert weights[1, :, :, 2:].abs().max() < 1e-12
+
+
+def test_tied_and_shared_embeddings_stay_tied_after_loading(tmp_path):
+    model = tiny_model(
+        tie_word_embeddings=True, share_embeddings=True, decoder_vocab_size=23, embedding_size=10, hidden_size=10
+    )
+    decoder_embedding = model.model.decoder.embed_tokens.weight
+    assert model.lm_head.weight is decoder_embedding
+    assert model.model.encoder.embed_tokens.weight is decoder_embedding
+    model.save_pretrained(tmp_path)
+    loaded = LSTMSeq2SeqForConditionalGeneration.from_pretrained(tmp_path)
+    assert loaded.lm_head.weight is loaded.model.decoder.embed_tokens.weight
+    assert loaded.model.encoder.embed_tokens.weight is loaded.model.decoder.embed_tokens.weight
+    torch.testing.assert_close(loaded.lm_head.weight, model.lm_head.weight)
+    # Untied models keep independent matrices.
+    untied = tiny_model()
+    assert untied.lm_head.weight is not untied.model.decoder.embed_tokens.weight
