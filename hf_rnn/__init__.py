@@ -5,6 +5,7 @@ pipeline), so `AutoModelForSeq2SeqLM.from_pretrained(dir)` works without remote 
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .translator import (
@@ -12,6 +13,14 @@ from .translator import (
     LSTMSeq2SeqForConditionalGeneration,
     LSTMSeq2SeqModel,
     TranslationPipeline,
+)
+from .captioner import (
+    LSTMCaptionerConfig,
+    LSTMCaptionerForConditionalGeneration,
+    LSTMCaptionerImageProcessor,
+    LSTMCaptionerModel,
+    LSTMCaptionerProcessor,
+    build_keyword_tokenizer,
 )
 
 __version__ = "0.1.0"
@@ -27,9 +36,29 @@ PIPELINE_REGISTRY.register_pipeline(
     "translation", pipeline_class=TranslationPipeline, pt_model=AutoModelForSeq2SeqLM, type="text"
 )
 
+AutoConfig.register(LSTMCaptionerConfig.model_type, LSTMCaptionerConfig, exist_ok=True)
+AutoModel.register(LSTMCaptionerConfig, LSTMCaptionerModel, exist_ok=True)
+AutoModelForImageTextToText.register(LSTMCaptionerConfig, LSTMCaptionerForConditionalGeneration, exist_ok=True)
+AutoImageProcessor.register(
+    LSTMCaptionerConfig, image_processor_classes={"pil": LSTMCaptionerImageProcessor}, exist_ok=True
+)
+AutoProcessor.register(LSTMCaptionerConfig, LSTMCaptionerProcessor, exist_ok=True)
+# Saving writes auto_map and copies the config/model/image-processor/processor code next to the files.
+LSTMCaptionerConfig.register_for_auto_class()
+LSTMCaptionerModel.register_for_auto_class("AutoModel")
+LSTMCaptionerForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+LSTMCaptionerImageProcessor.register_for_auto_class("AutoImageProcessor")
+LSTMCaptionerProcessor.register_for_auto_class("AutoProcessor")
+
 __all__ = [
+    "LSTMCaptionerConfig",
+    "LSTMCaptionerForConditionalGeneration",
+    "LSTMCaptionerImageProcessor",
+    "LSTMCaptionerModel",
+    "LSTMCaptionerProcessor",
     "LSTMSeq2SeqConfig",
     "LSTMSeq2SeqForConditionalGeneration",
     "LSTMSeq2SeqModel",
     "TranslationPipeline",
+    "build_keyword_tokenizer",
 ]

@@ -1,0 +1,26 @@
+"""The LSTM image-to-keywords captioner (model_type `lstm_captioner`)."""
+
+from .configuration_lstm_captioner import LSTMCaptionerConfig
+from .image_processing_lstm_captioner import LSTMCaptionerImageProcessor, load_image
+from .modeling_lstm_captioner import (
+    LSTMCaptionerCache,
+    LSTMCaptionerEncoderOutput,
+    LSTMCaptionerForConditionalGeneration,
+    LSTMCaptionerModel,
+    LSTMCaptionerPreTrainedModel,
+)
+from .processing_lstm_captioner import LSTMCaptionerProcessor, build_keyword_tokenizer, normalize_keyword
+
+__all__ = [
+    "LSTMCaptionerCache",
+    "LSTMCaptionerConfig",
+    "LSTMCaptionerEncoderOutput",
+    "LSTMCaptionerForConditionalGeneration",
+    "LSTMCaptionerImageProcessor",
+    "LSTMCaptionerModel",
+    "LSTMCaptionerPreTrainedModel",
+    "LSTMCaptionerProcessor",
+    "build_keyword_tokenizer",
+    "load_image",
+    "normalize_keyword",
+]

@@ -1,0 +1,165 @@
+"""Configuration of the LSTM image-to-keywords captioner ("Show, Attend and Tell"-style).
+
+Self-contained on purpose: `save_pretrained` copies this file next to the weights so the
+model loads with `trust_remote_code=True` where `hf_rnn` is not installed.
+"""
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+DEFAULT_IMAGE_SIZE = 64
+DEFAULT_NUM_CHANNELS = 3
+
+
+def vision_feature_size(vision_config: PreTrainedConfig) -> int:
+    """Channel width of a backbone's `last_hidden_state`: the last stage of a CNN, the token width of a ViT."""
+    hidden_sizes = getattr(vision_config, "hidden_sizes", None)
+    if hidden_sizes:
+        return int(hidden_sizes[-1])
+    hidden_size = getattr(vision_config, "hidden_size", None)
+    if isinstance(hidden_size, int) and not isinstance(hidden_size, bool):
+        return hidden_size
+    raise ValueError(
+        f"Cannot tell the feature width of `vision_config` (model_type {vision_config.model_type!r}): it has "
+        f"neither `hidden_sizes` (CNN stages) nor an integer `hidden_size` (transformer width)."
+    )
+
+
+class LSTMCaptionerConfig(PreTrainedConfig):
+    r"""
+    Configuration for [`LSTMCaptionerModel`] and [`LSTMCaptionerForConditionalGeneration`].
+
+    An image encoder turns the picture into a grid of feature vectors; an LSTM decoder, started
+    from the mean feature, emits one keyword per step while attending softly over the grid
+    (Xu et al., 2015, "Show, Attend and Tell").
+
+    Args:
+        vocab_size (`int`): Keyword vocabulary size, special tokens included.
+        embedding_size (`int`): Width of the keyword embeddings.
+        hidden_size (`int`): Width of the LSTM state; image features are projected to it.
+        attention_size (`int`): Width of the additive (Bahdanau) attention layer.
+        dropout (`float`): Dropout on the LSTM output before the softmax layer.
+        max_keywords (`int`): Default cap on generated keywords (`max_new_tokens = max_keywords + 1` for `</s>`).
+        cnn_channels (`list[int]`): Built-in encoder: one conv3x3-BatchNorm-ReLU-maxpool2 block per entry.
+            The spatial map after the last block (e.g. 8x8 for 64x64 inputs and three blocks) is what
+            the decoder attends over. Ignored when `vision_config` is set.
+        num_channels (`int`, *optional*): Image channels; defaults to 3, or to the backbone's `num_channels`.
+        image_size (`int`, *optional*): Expected input height and width. Defaults to 64 for the built-in CNN;
+            for a backbone it is only checked when given (a ViT checks its own size).
+        vision_config (`dict` or `PreTrainedConfig`, *optional*): Any transformers vision backbone config
+            (ResNet, ConvNeXt, ViT, ...), built with `AutoModel.from_config`. A dict needs its `model_type`.
+            Features come from its `last_hidden_state`: `(B, C, H, W)` maps are flattened to `(B, H*W, C)`,
+            `(B, N, C)` token sequences are used as they are.
+        tie_word_embeddings (`bool`): Softmax layer shares the keyword embeddings; needs
+            `embedding_size == hidden_size`.
+        init_range (`float`): Parameters outside the backbone start uniform in `[-init_range, init_range]`.
+    """
+
+    model_type = "lstm_captioner"
+    keys_to_ignore_at_inference = ["cache"]
+    # A sub-config declared this way is rebuilt from its `model_type` on load and serialised as a diff
+    # against its own class defaults; `optional` lets `None` mean "use the built-in CNN".
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="resnet", optional=True),
+    }
+
+    vocab_size: int = 1000
+    embedding_size: int = 128
+    hidden_size: int = 256
+    attention_size: int = 256
+    dropout: float = 0.3
+    max_keywords: int = 10
+    cnn_channels: list[int] | tuple[int, ...] = (32, 64, 128)
+    num_channels: int | None = None
+    image_size: int | None = None
+    vision_config: dict | PreTrainedConfig | None = None
+    tie_word_embeddings: bool = False
+    init_range: float = 0.1
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    decoder_start_token_id: int | None = 1
+    use_cache: bool = True
+    is_encoder_decoder: bool = True
+
+    def __post_init__(self, **kwargs):
+        if isinstance(self.vision_config, dict) and "model_type" not in self.vision_config:
+            raise ValueError(
+                "`vision_config` given as a dict needs a `model_type` (e.g. 'resnet', 'convnext', 'vit') so the "
+                "backbone config class can be found."
+            )
+        if not isinstance(self.vision_config, (dict, PreTrainedConfig, type(None))):
+            raise ValueError(
+                f"`vision_config` must be None (built-in CNN), a dict with `model_type`, or a PreTrainedConfig, "
+                f"got {type(self.vision_config).__name__}."
+            )
+        super().__post_init__(**kwargs)
+        self.cnn_channels = list(self.cnn_channels)
+        self._resolve_image_fields()
+        self._check_fields()
+
+    def _resolve_image_fields(self) -> None:
+        """Fill `num_channels` / `image_size` from the encoder in use, refusing contradictions."""
+        if self.vision_config is None:
+            self.num_channels = DEFAULT_NUM_CHANNELS if self.num_channels is None else self.num_channels
+            self.image_size = DEFAULT_IMAGE_SIZE if self.image_size is None else self.image_size
+            return
+        backbone_channels = getattr(self.vision_config, "num_channels", None)
+        if self.num_channels is None:
+            self.num_channels = backbone_channels if backbone_channels is not None else DEFAULT_NUM_CHANNELS
+        elif backbone_channels is not None and backbone_channels != self.num_channels:
+            raise ValueError(
+                f"`num_channels`={self.num_channels} contradicts `vision_config.num_channels`={backbone_channels}; "
+                f"leave `num_channels` unset to take the backbone's."
+            )
+
+    @property
+    def encoder_feature_size(self) -> int:
+        """Width of the encoder's features before their projection to `hidden_size`."""
+        if self.vision_config is None:
+            return self.cnn_channels[-1]
+        return vision_feature_size(self.vision_config)
+
+    def _check_fields(self) -> None:
+        """Fail at construction with the field's name, not later with a shape error inside torch."""
+
+        def positive_int(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+        for name in ("vocab_size", "embedding_size", "hidden_size", "attention_size", "max_keywords", "num_channels"):
+            value = getattr(self, name)
+            if not positive_int(value):
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if self.image_size is not None and not positive_int(self.image_size):
+            raise ValueError(f"`image_size` must be None or a positive integer, got {self.image_size!r}.")
+        if not self.cnn_channels or not all(positive_int(c) for c in self.cnn_channels):
+            raise ValueError(f"`cnn_channels` must be a non-empty list of positive integers, got {self.cnn_channels!r}.")
+        if self.vision_config is None and self.image_size < 2 ** len(self.cnn_channels):
+            raise ValueError(
+                f"`image_size`={self.image_size} is too small for {len(self.cnn_channels)} CNN blocks (each halves the "
+                f"map): it must be at least {2 ** len(self.cnn_channels)}."
+            )
+        if self.vision_config is not None:
+            vision_feature_size(self.vision_config)
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"`dropout` must be a float in [0, 1), got {self.dropout!r}.")
+        if isinstance(self.init_range, bool) or not isinstance(self.init_range, (int, float)) or self.init_range <= 0:
+            raise ValueError(f"`init_range` must be a positive float, got {self.init_range!r}.")
+        if self.tie_word_embeddings and self.embedding_size != self.hidden_size:
+            raise ValueError(
+                f"`tie_word_embeddings=True` needs `embedding_size` == `hidden_size` (the softmax layer reads the "
+                f"{self.hidden_size}-wide LSTM state), got {self.embedding_size} and {self.hidden_size}."
+            )
+        eos_ids = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
+        for name, values in (
+            ("pad_token_id", [self.pad_token_id]),
+            ("bos_token_id", [self.bos_token_id]),
+            ("eos_token_id", eos_ids),
+            ("decoder_start_token_id", [self.decoder_start_token_id]),
+        ):
+            for value in values:
+                if value is not None and not (isinstance(value, int) and 0 <= value < self.vocab_size):
+                    raise ValueError(f"`{name}` must be None or an id in [0, {self.vocab_size}), got {value!r}.")
+
+
+__all__ = ["LSTMCaptionerConfig"]

@@ -1,0 +1,446 @@
+"""Image-to-keywords captioner: an image encoder plus an attentional LSTM decoder ("Show, Attend and Tell").
+
+The encoder (a small built-in CNN or any transformers vision backbone) turns the image into a
+grid of feature vectors, projected to the decoder width. The LSTM starts from tanh-projected
+mean features; at every step it attends softly (additive attention) over the grid using its
+previous hidden state, reads [keyword embedding; context] and predicts the next keyword
+(Xu et al., 2015).
+
+It plugs into the stock `GenerationMixin`: the recurrent state travels between decoding steps
+as `cache` (an `LSTMCaptionerCache`), which beam search reorders in place. The default
+generation config sets `no_repeat_ngram_size=1`, so a keyword never repeats within one output.
+Only sibling imports are used so this file travels as Hub remote code.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
+
+from .configuration_lstm_captioner import LSTMCaptionerConfig
+
+
+def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False) -> None:
+    """Raise a readable error instead of torch's opaque 'index out of range' inside an embedding."""
+    valid = (ids >= 0) & (ids < vocab_size)
+    if allow_ignore:
+        valid |= ids == -100
+    if not bool(valid.all()):
+        bad = ids[~valid][0].item()
+        raise ValueError(
+            f"`{name}` contains token id {bad}, outside the keyword vocabulary [0, {vocab_size}). Was it made by a "
+            f"different tokenizer than the one this model was trained with?"
+        )
+
+
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Teacher forcing: the decoder reads <start> y_1 ... y_{n-1} and predicts y_1 ... y_n."""
+    shifted = labels.new_full(labels.shape, pad_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+@dataclass
+class LSTMCaptionerEncoderOutput(ModelOutput):
+    """
+    Image features, batch-first so `generate()` can expand them for beams along dim 0.
+
+    Args:
+        last_hidden_state: `(batch, num_positions, hidden_size)` projected features (spatial cells or tokens).
+        hidden_states: the CNN's per-block feature maps, or the backbone's `hidden_states`, when requested.
+        attentions: the backbone's self-attentions when requested (transformer backbones only).
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class LSTMCaptionerCache:
+    """
+    The decoder's recurrent state between `generate()` steps.
+
+    Unlike a transformer's key/value cache it does not grow: it holds the LSTM state after the
+    last keyword plus the projected attention keys, which depend only on the image.
+    """
+
+    is_compileable = False
+
+    def __init__(self, hidden: torch.Tensor, cell: torch.Tensor, attention_keys: torch.Tensor, seen_tokens: int = 0):
+        self.hidden = hidden  # (batch, hidden_size)
+        self.cell = cell  # (batch, hidden_size)
+        self.attention_keys = attention_keys  # (batch, num_positions, attention_size)
+        self.seen_tokens = seen_tokens
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Beam search keeps the states of the surviving hypotheses (in place, as generate expects)."""
+        self.hidden = self.hidden.index_select(0, beam_idx.to(self.hidden.device))
+        self.cell = self.cell.index_select(0, beam_idx.to(self.cell.device))
+        self.attention_keys = self.attention_keys.index_select(0, beam_idx.to(self.attention_keys.device))
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen_tokens
+
+
+class LSTMCaptionerCNN(nn.Module):
+    """conv3x3-BatchNorm-ReLU-maxpool2 blocks; the last feature map is kept whole for attention."""
+
+    def __init__(self, config: LSTMCaptionerConfig):
+        super().__init__()
+        blocks, in_channels = [], config.num_channels
+        for out_channels in config.cnn_channels:
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+                    nn.BatchNorm2d(out_channels),
+                    nn.ReLU(),
+                    nn.MaxPool2d(2),
+                )
+            )
+            in_channels = out_channels
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """(B, C, H, W) -> last map (B, C', H / 2^n, W / 2^n) and every block's output."""
+        maps, hidden = [], pixel_values
+        for block in self.blocks:
+            hidden = block(hidden)
+            maps.append(hidden)
+        return hidden, tuple(maps)
+
+
+class LSTMCaptionerVisionEncoder(nn.Module):
+    """Image -> (B, positions, hidden_size) features, from the built-in CNN or a transformers backbone."""
+
+    def __init__(self, config: LSTMCaptionerConfig):
+        super().__init__()
+        self.config = config
+        if config.vision_config is None:
+            self.cnn = LSTMCaptionerCNN(config)
+        else:
+            self.backbone = AutoModel.from_config(config.vision_config)
+        self.projection = nn.Linear(config.encoder_feature_size, config.hidden_size)
+
+    def check_pixel_values(self, pixel_values: torch.Tensor | None) -> None:
+        """Name the expected shape instead of failing inside a convolution."""
+        channels, size = self.config.num_channels, self.config.image_size
+        expected = f"(batch, {channels}, {size}, {size})" if size else f"(batch, {channels}, height, width)"
+        if pixel_values is None:
+            raise ValueError(f"The captioner's encoder needs `pixel_values` of shape {expected}.")
+        shape = tuple(pixel_values.shape)
+        if (
+            pixel_values.ndim != 4
+            or shape[1] != channels
+            or (size is not None and shape[2:] != (size, size))
+            or not pixel_values.is_floating_point()
+        ):
+            raise ValueError(
+                f"`pixel_values` must be a float tensor of shape {expected}, got {pixel_values.dtype} of shape "
+                f"{shape}. Use the model's image processor (it resizes and normalises)."
+            )
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> LSTMCaptionerEncoderOutput | tuple:
+        # No **kwargs on purpose: generate() then filters out the decoder prompt instead of passing it here.
+        self.check_pixel_values(pixel_values)
+        attentions = None
+        if self.config.vision_config is None:
+            features, maps = self.cnn(pixel_values)
+            hidden_states = maps if output_hidden_states else None
+        else:
+            extra = {"output_attentions": True} if output_attentions else {}
+            outputs = self.backbone(
+                pixel_values=pixel_values, output_hidden_states=output_hidden_states, return_dict=True, **extra
+            )
+            features = outputs.last_hidden_state
+            hidden_states = outputs.hidden_states if output_hidden_states else None
+            attentions = getattr(outputs, "attentions", None) if output_attentions else None
+        if features.ndim == 4:  # (B, C, H, W) map -> (B, H*W, C) positions
+            features = features.flatten(2).transpose(1, 2)
+        elif features.ndim != 3:
+            raise ValueError(
+                f"The vision backbone's `last_hidden_state` has shape {tuple(features.shape)}; the captioner needs "
+                f"(B, C, H, W) maps or (B, N, C) tokens."
+            )
+        result = LSTMCaptionerEncoderOutput(
+            last_hidden_state=self.projection(features), hidden_states=hidden_states, attentions=attentions
+        )
+        return result if return_dict is not False else result.to_tuple()
+
+
+class LSTMCaptionerAttention(nn.Module):
+    """Additive (Bahdanau) soft attention over image positions, queried with the previous LSTM state."""
+
+    def __init__(self, config: LSTMCaptionerConfig):
+        super().__init__()
+        self.key_proj = nn.Linear(config.hidden_size, config.attention_size)
+        self.query_proj = nn.Linear(config.hidden_size, config.attention_size, bias=False)
+        self.energy = nn.Linear(config.attention_size, 1, bias=False)
+
+    def forward(
+        self, query: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """query (B, H), memory (B, N, H), keys (B, N, A) -> context (B, H), weights (B, N)."""
+        scores = self.energy(torch.tanh(keys + self.query_proj(query).unsqueeze(1))).squeeze(-1)
+        weights = torch.softmax(scores, dim=-1)
+        return torch.bmm(weights.unsqueeze(1), memory).squeeze(1), weights
+
+
+class LSTMCaptionerDecoder(nn.Module):
+    """LSTM over keywords; each step reads [embedding; attention context] (a step loop: the context needs h_{t-1})."""
+
+    def __init__(self, config: LSTMCaptionerConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
+        self.init_hidden = nn.Linear(config.hidden_size, config.hidden_size)
+        self.init_cell = nn.Linear(config.hidden_size, config.hidden_size)
+        self.attention = LSTMCaptionerAttention(config)
+        self.cell = nn.LSTMCell(config.embedding_size + config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def init_cache(self, memory: torch.Tensor) -> LSTMCaptionerCache:
+        """State before the first keyword: tanh-projected mean feature; attention keys computed once per image."""
+        mean = memory.mean(dim=1)
+        return LSTMCaptionerCache(
+            torch.tanh(self.init_hidden(mean)), torch.tanh(self.init_cell(mean)), self.attention.key_proj(memory)
+        )
+
+    def forward(
+        self, input_ids: torch.LongTensor, memory: torch.Tensor, cache: LSTMCaptionerCache | None = None
+    ) -> tuple[torch.Tensor, LSTMCaptionerCache, torch.Tensor, torch.Tensor]:
+        """Returns LSTM outputs (B, T, H) after dropout, the state after the last token, attention (B, T, N), embeddings."""
+        check_token_ids("decoder_input_ids", input_ids, self.config.vocab_size)
+        if cache is None:
+            cache = self.init_cache(memory)
+        embeddings = self.embed_tokens(input_ids)
+        hidden, cell = cache.hidden, cache.cell
+        output_steps, weight_steps = [], []
+        for t in range(input_ids.shape[1]):
+            context, weights = self.attention(hidden, memory, cache.attention_keys)
+            hidden, cell = self.cell(torch.cat([embeddings[:, t], context], dim=-1), (hidden, cell))
+            output_steps.append(hidden)
+            weight_steps.append(weights)
+        outputs = self.dropout(torch.stack(output_steps, dim=1))
+        new_cache = LSTMCaptionerCache(hidden, cell, cache.attention_keys, cache.seen_tokens + input_ids.shape[1])
+        return outputs, new_cache, torch.stack(weight_steps, dim=1), embeddings
+
+
+class LSTMCaptionerPreTrainedModel(PreTrainedModel):
+    config: LSTMCaptionerConfig
+    config_class = LSTMCaptionerConfig
+    base_model_prefix = "model"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["LSTMCaptionerVisionEncoder", "LSTMCaptionerDecoder"]
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # The recurrent state is not a key/value cache: generate must not build a DynamicCache for it.
+        return False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Uniform(-r, r) for the recurrent part; He init for the CNN. A backbone keeps its own init (and weights)."""
+        r = self.config.init_range
+        if isinstance(module, nn.Conv2d):
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, (nn.Linear, nn.LSTMCell)):
+            for parameter in module.parameters(recurse=False):
+                init.uniform_(parameter, -r, r)
+        elif isinstance(module, nn.Embedding):
+            init.uniform_(module.weight, -r, r)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """When the code travels with the weights, point every Auto class at it, not just the one registered."""
+        if self._auto_class is not None:
+            module = type(self).__module__.split(".")[-1]
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": f"{module}.LSTMCaptionerModel",
+                "AutoModelForImageTextToText": f"{module}.LSTMCaptionerForConditionalGeneration",
+            }
+        super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class LSTMCaptionerModel(LSTMCaptionerPreTrainedModel):
+    """Encoder + decoder, returning the LSTM outputs (the input of the softmax layer)."""
+
+    def __init__(self, config: LSTMCaptionerConfig):
+        super().__init__(config)
+        self.encoder = LSTMCaptionerVisionEncoder(config)
+        self.decoder = LSTMCaptionerDecoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.decoder.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.decoder.embed_tokens = value
+
+    def get_encoder(self, modality: str | None = None) -> LSTMCaptionerVisionEncoder:
+        return self.encoder
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: LSTMCaptionerEncoderOutput | tuple | None = None,
+        cache: LSTMCaptionerCache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> Seq2SeqModelOutput | tuple:
+        """`decoder_attention_mask` is accepted for API compatibility: a causal RNN never looks ahead, and
+        positions after a sequence's end only produce outputs the loss ignores. Every image position is
+        attended to, so there is no encoder mask."""
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+            )
+        elif not isinstance(encoder_outputs, LSTMCaptionerEncoderOutput):
+            encoder_outputs = LSTMCaptionerEncoderOutput(*encoder_outputs)
+        if decoder_input_ids is None:
+            raise ValueError("Pass `decoder_input_ids` or `labels` (they are shifted into decoder inputs).")
+
+        outputs, new_cache, attention, embeddings = self.decoder(
+            decoder_input_ids, encoder_outputs.last_hidden_state, cache=cache
+        )
+        output = Seq2SeqModelOutput(
+            last_hidden_state=outputs,
+            cache=new_cache if use_cache else None,
+            decoder_hidden_states=(embeddings, outputs) if output_hidden_states else None,
+            cross_attentions=(attention.unsqueeze(1),) if output_attentions else None,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, GenerationMixin):
+    """The captioner: `LSTMCaptionerModel` plus the softmax layer, trainable with `labels`, usable with `generate()`."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
+
+    def __init__(self, config: LSTMCaptionerConfig):
+        super().__init__(config)
+        self.model = LSTMCaptionerModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+        # Keywords form a set: never emit one twice, and stop after `max_keywords` (+ `</s>`).
+        self.generation_config.no_repeat_ngram_size = 1
+        self.generation_config.max_new_tokens = config.max_keywords + 1
+
+    @classmethod
+    def from_vision_pretrained(
+        cls, vision_model_name_or_path: str | os.PathLike, **config_kwargs
+    ) -> "LSTMCaptionerForConditionalGeneration":
+        """
+        A new captioner on top of a pretrained vision backbone (a Hub id, downloaded if needed, or a local folder
+        loadable with `AutoModel`). Only the backbone is pretrained; `config_kwargs` go to `LSTMCaptionerConfig`.
+        Build the image processor to match the backbone (its `size`, `image_mean`, `image_std`).
+        """
+        backbone = AutoModel.from_pretrained(vision_model_name_or_path)
+        model = cls(LSTMCaptionerConfig(vision_config=backbone.config, **config_kwargs))
+        model.model.encoder.backbone.load_state_dict(backbone.state_dict())
+        return model
+
+    def get_encoder(self, modality: str | None = None) -> LSTMCaptionerVisionEncoder:
+        return self.model.encoder
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: LSTMCaptionerEncoderOutput | tuple | None = None,
+        cache: LSTMCaptionerCache | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> Seq2SeqLMOutput | tuple:
+        """`labels`: keyword ids ending with `</s>`, -100 where the loss ignores them (padding)."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if labels is not None:
+            check_token_ids("labels", labels, self.config.vocab_size, allow_ignore=True)
+            use_cache = False
+            if decoder_input_ids is None:
+                decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+
+        outputs = self.model(
+            pixel_values,
+            decoder_input_ids=decoder_input_ids,
+            encoder_outputs=encoder_outputs,
+            cache=cache,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device), ignore_index=-100
+            )
+        output = Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            cross_attentions=outputs.cross_attentions,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "LSTMCaptionerCache",
+    "LSTMCaptionerEncoderOutput",
+    "LSTMCaptionerForConditionalGeneration",
+    "LSTMCaptionerModel",
+    "LSTMCaptionerPreTrainedModel",
+]

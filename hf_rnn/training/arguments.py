@@ -1,0 +1,117 @@
+"""Command-line and YAML arguments of `train.py` (HfArgumentParser over three dataclasses).
+
+A run is described by a YAML file from `configs/` whose keys are the fields below and
+those of `Seq2SeqTrainingArguments`; any `--field value` on the command line overrides it.
+"""
+
+import importlib.util
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser, Seq2SeqTrainingArguments
+
+
+@dataclass
+class ModelArguments:
+    """What to train: a new model built from these fields, or a saved one (`model_name_or_path`)."""
+
+    task: str = field(default="translation", metadata={"help": "translation | captioning"})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Continue from a saved/Hub model."})
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Existing tokenizer (path or Hub name); by default one is trained."}
+    )
+    tokenizer_vocab_size: int = field(default=8000, metadata={"help": "Size of the tokenizer trained on the data."})
+    embedding_size: int = 256
+    hidden_size: int = 512
+    num_encoder_layers: int = 1
+    num_decoder_layers: int = 1
+    bidirectional_encoder: bool = True
+    cell_type: str = field(default="lstm", metadata={"help": "lstm | gru | rnn"})
+    attention_type: str = field(default="general", metadata={"help": "general | dot | concat | none"})
+    input_feeding: bool = True
+    dropout: float = 0.3
+    decoder_init: str = field(default="bridge", metadata={"help": "bridge | zeros"})
+    share_embeddings: bool = False
+    tie_word_embeddings: bool = False
+    init_range: float = 0.1
+    # Captioner only.
+    cnn_channels: str = field(default="32,64,128", metadata={"help": "Built-in CNN widths, comma-separated."})
+    vision_model_name: str | None = field(
+        default=None, metadata={"help": "A transformers vision backbone (Hub name or path) instead of the CNN."}
+    )
+    image_size: int = 64
+    license: str = field(default="apache-2.0", metadata={"help": "License written into the model card."})
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from and how it is cut."""
+
+    dataset_name: str | None = field(
+        default="synthetic_en_ko",
+        metadata={"help": "Hub dataset name, or `synthetic_en_ko` / `landscapes` for the embedded corpora."},
+    )
+    dataset_config_name: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    train_split: str = "train"
+    validation_split: str | None = "validation"
+    test_split: str | None = "test"
+    source_lang: str = "en"
+    target_lang: str = "ko"
+    source_column: str | None = field(default=None, metadata={"help": "Column of source text (two-column files)."})
+    target_column: str | None = field(default=None, metadata={"help": "Column of target text (two-column files)."})
+    image_column: str = "image"
+    keywords_column: str = "keywords"
+    max_source_length: int = 64
+    max_target_length: int = 64
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    max_predict_samples: int | None = None
+    synthetic_train_size: int = 20000
+    synthetic_eval_size: int = 500
+    preprocessing_num_workers: int | None = None
+    num_examples_to_print: int = 5
+    dataset_citation_name: str | None = field(
+        default=None, metadata={"help": "Dataset id written into the model card (defaults to dataset_name)."}
+    )
+
+
+@dataclass
+class TrainingArguments(Seq2SeqTrainingArguments):
+    """Seq2SeqTrainingArguments with the defaults our recurrent models want."""
+
+    output_dir: str | None = field(default="outputs/synthetic-en-ko", metadata={"help": "Where the model is saved."})
+    predict_with_generate: bool = True
+
+
+def parse_args(argv: list[str], default_config: Path | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """`[config.yaml] [--field value ...]`: YAML values become defaults, command-line flags override them."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    config_path = Path(argv[0]) if argv and argv[0].endswith((".yaml", ".yml")) else default_config
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        argv = argv[1:]
+    if config_path is not None:
+        if not config_path.exists():
+            raise FileNotFoundError(f"Config file {config_path} does not exist.")
+        values = yaml.safe_load(config_path.read_text()) or {}
+        known = {f.name for dataclass_type in (ModelArguments, DataArguments, TrainingArguments) for f in fields(dataclass_type)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown key(s) in {config_path}: {', '.join(unknown)}.")
+    else:
+        values = {}
+    if "report_to" not in values:
+        values["report_to"] = _tensorboard_if_installed()
+    parser.set_defaults(**values)
+    return tuple(parser.parse_args_into_dataclasses(args=argv))
+
+
+def _tensorboard_if_installed() -> str:
+    """TensorBoard logs when the package is there; no error and no other integration when it is not."""
+    return "tensorboard" if importlib.util.find_spec("tensorboard") is not None else "none"
+
+
+__all__ = ["DataArguments", "ModelArguments", "TrainingArguments", "parse_args"]

@@ -1,0 +1,126 @@
+"""The Trainer used for every hf-rnn model, and checkpoint safety around it."""
+
+import json
+import logging
+import os
+import re
+import signal
+from pathlib import Path
+
+from transformers import Seq2SeqTrainer
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
+    """`Seq2SeqTrainer` whose metrics stay exact under multi-process evaluation.
+
+    transformers 5 gathers generated predictions with `accelerator.gather`, which keeps the
+    samples DDP repeats to even out the last batch, so BLEU would count some sentences
+    twice. `gather_for_metrics` drops exactly those repeats.
+    """
+
+    def evaluation_loop(self, *args, **kwargs):
+        self.gather_function = self.accelerator.gather_for_metrics
+        return super().evaluation_loop(*args, **kwargs)
+
+
+def is_complete_checkpoint(folder: Path) -> bool:
+    """Trainer writes `trainer_state.json` last: a checkpoint without a readable one was cut off mid-save."""
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    match = CHECKPOINT_PATTERN.match(folder.name)
+    return bool(match) and state.get("global_step") == int(match.group(1))
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint that can be resumed; incomplete ones are renamed aside (kept, never deleted)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    checkpoints = sorted(
+        (p for p in output_dir.iterdir() if p.is_dir() and CHECKPOINT_PATTERN.match(p.name)),
+        key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)),
+    )
+    for folder in reversed(checkpoints):
+        if is_complete_checkpoint(folder):
+            return folder
+        aside = folder.with_name(folder.name + ".incomplete")
+        logger.warning("Checkpoint %s is incomplete (interrupted while saving); moving it to %s.", folder, aside)
+        folder.rename(aside)
+    return None
+
+
+def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
+    """`--resume_from_checkpoint last` (or true) picks the newest complete checkpoint in output_dir."""
+    if resume_from_checkpoint is None or str(resume_from_checkpoint).lower() in ("false", "no", "none", ""):
+        last = last_complete_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if last is not None:
+            logger.warning(
+                "%s already holds checkpoints (newest complete: %s); starting over. "
+                "Pass `--resume_from_checkpoint last` to continue instead.", output_dir, last.name,
+            )
+        return None
+    if str(resume_from_checkpoint).lower() in ("last", "true", "yes"):
+        last = last_complete_checkpoint(output_dir)
+        if last is None:
+            raise FileNotFoundError(f"No complete checkpoint to resume from in {output_dir}.")
+        return str(last)
+    path = Path(resume_from_checkpoint)
+    if not is_complete_checkpoint(path):
+        raise FileNotFoundError(f"{path} is not a complete checkpoint (missing or unreadable trainer_state.json).")
+    return str(path)
+
+
+def train_saving_on_interrupt(trainer: Seq2SeqTrainer, resume_from_checkpoint: str | None):
+    """Run `trainer.train`; on Ctrl-C or SIGTERM save a resumable checkpoint first, then stop."""
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        return trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    except KeyboardInterrupt:
+        step = trainer.state.global_step
+        if step > 0 and trainer.args.save_strategy != "no":
+            trainer._save_checkpoint(trainer.model, trial=None)
+            logger.warning(
+                "Interrupted at step %d; saved %s. Continue with `--resume_from_checkpoint last`.",
+                step, Path(trainer.args.output_dir) / f"checkpoint-{step}",
+            )
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def push_output_folder(trainer: Seq2SeqTrainer, output_dir: Path) -> None:
+    """Upload the finished folder: weights, tokenizer/processor, code, pipeline and our card.
+
+    Trainer's own `push_to_hub` would replace README.md with its generic card, so the final
+    upload is ours; checkpoints and TensorBoard runs stay local.
+    """
+    from huggingface_hub import upload_folder
+
+    upload_folder(
+        repo_id=trainer.hub_model_id,
+        folder_path=output_dir,
+        token=trainer.args.hub_token,
+        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "runs/**", "*.incomplete/**"],
+        commit_message="hf-rnn: trained model, code and model card",
+    )
+    logger.info("Pushed %s to %s", output_dir, trainer.hub_model_id)
+
+
+__all__ = [
+    "push_output_folder",
+    "RecurrentSeq2SeqTrainer",
+    "is_complete_checkpoint",
+    "last_complete_checkpoint",
+    "resolve_resume",
+    "train_saving_on_interrupt",
+]
