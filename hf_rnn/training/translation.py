@@ -87,6 +87,7 @@ def run_translation(model_args: ModelArguments, data_args: DataArguments, traini
     if "test" in tokenized:
         metrics.update(trainer.predict(tokenized["test"], metric_key_prefix="test").metrics)
     metrics["wall_seconds"] = round(time.time() - started, 1)
+    metrics["world_size"] = training_args.world_size
     trainer.log_metrics("all", metrics)
     trainer.save_metrics("all", metrics)
 
@@ -168,6 +169,7 @@ def _card(model_args, data_args, training_args, trainer, metrics, eval_split, n_
             "vocabulary": config.vocab_size,
             "learning rate": training_args.learning_rate,
             "batch size (per device)": training_args.per_device_train_batch_size,
+            "processes": training_args.world_size,
             "steps": trainer.state.global_step,
             "epochs": round(trainer.state.epoch or 0, 2),
             "optimizer": str(training_args.optim),
