@@ -306,15 +306,15 @@ def report(results: list[Result], shape: Shape, args: argparse.Namespace) -> str
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, help="training steps per timed block (default 10; 2 with --small)")
-    parser.add_argument("--rounds", type=int, help="timed blocks per model, interleaved (default 5; 2 with --small)")
-    parser.add_argument("--warmup", type=int, help="untimed steps per model first (default 3; 1 with --small)")
+    parser.add_argument("--steps", type=int, help="training steps per timed block (default 5; 2 with --small)")
+    parser.add_argument("--rounds", type=int, help="timed blocks per model, interleaved; even balances who goes first (default 6; 2 with --small)")
+    parser.add_argument("--warmup", type=int, help="untimed steps per model first (default 2; 1 with --small)")
     parser.add_argument("--batch-size", type=int, help="sentences per batch (default 64; 8 with --small)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own choice)")
     parser.add_argument("--input-feeding", choices=("off", "on", "both"), default="both")
     parser.add_argument("--small", action="store_true", help="tiny model, 2 rounds x 2 steps: a smoke run")
     args = parser.parse_args()
-    for name, full, small in (("steps", 10, 2), ("rounds", 5, 2), ("warmup", 3, 1)):
+    for name, full, small in (("steps", 5, 2), ("rounds", 6, 2), ("warmup", 2, 1)):
         if getattr(args, name) is None:
             setattr(args, name, small if args.small else full)
     return args

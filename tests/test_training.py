@@ -134,7 +134,7 @@ def test_trained_folder_loads_translates_and_has_a_valid_card(trained):
     data = card.data.to_dict()
     assert data["language"] == ["en", "ko"] and data["license"] == "apache-2.0"
     assert data["pipeline_tag"] == "translation" and "hf-rnn" in data["tags"]
-    results = {r["metrics"][0]["type"]: r["metrics"][0]["value"] for r in data["model-index"][0]["results"]}
+    results = {m["type"]: m["value"] for r in data["model-index"][0]["results"] for m in r["metrics"]}
     assert results["bleu"] == pytest.approx(metrics["test_bleu"], abs=1e-3)
     assert "## Training loss" in card.text and "| step | epoch | loss |" in card.text
 

@@ -39,7 +39,8 @@ class LSTMCaptionerConfig(PreTrainedConfig):
         hidden_size (`int`): Width of the LSTM state; image features are projected to it.
         attention_size (`int`): Width of the additive (Bahdanau) attention layer.
         dropout (`float`): Dropout on the LSTM output before the softmax layer.
-        max_keywords (`int`): Default cap on generated keywords (`max_new_tokens = max_keywords + 1` for `</s>`).
+        max_keywords (`int`): Default cap on generated keywords (generation `max_length = max_keywords + 2`:
+            start token, keywords, `</s>`).
         cnn_channels (`list[int]`): Built-in encoder: one conv3x3-BatchNorm-ReLU-maxpool2 block per entry.
             The spatial map after the last block (e.g. 8x8 for 64x64 inputs and three blocks) is what
             the decoder attends over. Ignored when `vision_config` is set.
@@ -133,15 +134,18 @@ class LSTMCaptionerConfig(PreTrainedConfig):
         if self.image_size is not None and not positive_int(self.image_size):
             raise ValueError(f"`image_size` must be None or a positive integer, got {self.image_size!r}.")
         if not self.cnn_channels or not all(positive_int(c) for c in self.cnn_channels):
-            raise ValueError(f"`cnn_channels` must be a non-empty list of positive integers, got {self.cnn_channels!r}.")
+            raise ValueError(
+                f"`cnn_channels` must be a non-empty list of positive integers, got {self.cnn_channels!r}."
+            )
         if self.vision_config is None and self.image_size < 2 ** len(self.cnn_channels):
             raise ValueError(
-                f"`image_size`={self.image_size} is too small for {len(self.cnn_channels)} CNN blocks (each halves the "
-                f"map): it must be at least {2 ** len(self.cnn_channels)}."
+                f"`image_size`={self.image_size} is too small for {len(self.cnn_channels)} CNN blocks (each "
+                f"halves the map): it must be at least {2 ** len(self.cnn_channels)}."
             )
         if self.vision_config is not None:
             vision_feature_size(self.vision_config)
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+        dropout = self.dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be a float in [0, 1), got {self.dropout!r}.")
         if isinstance(self.init_range, bool) or not isinstance(self.init_range, (int, float)) or self.init_range <= 0:
             raise ValueError(f"`init_range` must be a positive float, got {self.init_range!r}.")

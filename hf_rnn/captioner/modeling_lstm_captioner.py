@@ -153,6 +153,7 @@ class LSTMCaptionerVisionEncoder(nn.Module):
     ) -> LSTMCaptionerEncoderOutput | tuple:
         # No **kwargs on purpose: generate() then filters out the decoder prompt instead of passing it here.
         self.check_pixel_values(pixel_values)
+        pixel_values = pixel_values.to(self.projection.weight.dtype)
         attentions = None
         if self.config.vision_config is None:
             features, maps = self.cnn(pixel_values)
@@ -219,7 +220,7 @@ class LSTMCaptionerDecoder(nn.Module):
     def forward(
         self, input_ids: torch.LongTensor, memory: torch.Tensor, cache: LSTMCaptionerCache | None = None
     ) -> tuple[torch.Tensor, LSTMCaptionerCache, torch.Tensor, torch.Tensor]:
-        """Returns LSTM outputs (B, T, H) after dropout, the state after the last token, attention (B, T, N), embeddings."""
+        """LSTM outputs (B, T, H) after dropout, the state after the last token, attention (B, T, N), embeddings."""
         check_token_ids("decoder_input_ids", input_ids, self.config.vocab_size)
         if cache is None:
             cache = self.init_cache(memory)
@@ -347,7 +348,7 @@ class LSTMCaptionerModel(LSTMCaptionerPreTrainedModel):
 
 
 class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, GenerationMixin):
-    """The captioner: `LSTMCaptionerModel` plus the softmax layer, trainable with `labels`, usable with `generate()`."""
+    """The captioner: `LSTMCaptionerModel` + softmax layer, trainable with `labels`, usable with `generate()`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
 
@@ -356,9 +357,10 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
         self.model = LSTMCaptionerModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
-        # Keywords form a set: never emit one twice, and stop after `max_keywords` (+ `</s>`).
+        # Keywords form a set: never emit one twice. `max_length` (not `max_new_tokens`) caps the output at
+        # start + `max_keywords` + `</s>` while leaving callers free to pass either limit.
         self.generation_config.no_repeat_ngram_size = 1
-        self.generation_config.max_new_tokens = config.max_keywords + 1
+        self.generation_config.max_length = config.max_keywords + 2
 
     @classmethod
     def from_vision_pretrained(

@@ -29,7 +29,7 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>",
 
 
 def normalize_keyword(keyword: str) -> str:
-    """A keyword must be one token under whitespace splitting: inner whitespace becomes `_` ("snowy peak" -> "snowy_peak")."""
+    """One token under whitespace splitting: inner whitespace becomes `_` ("snowy peak" -> "snowy_peak")."""
     if not isinstance(keyword, str):
         raise ValueError(f"Keywords must be strings, got {type(keyword).__name__} {keyword!r}.")
     normalized = "_".join(keyword.split())
@@ -73,7 +73,7 @@ class LSTMCaptionerProcessor(ProcessorMixin):
     Wraps `LSTMCaptionerImageProcessor` and a keyword tokenizer from `build_keyword_tokenizer`.
 
     `processor(images=..., keywords=[[...], ...])` gives `pixel_values` and training `labels`;
-    `processor.batch_decode(model.generate(**processor(images=...)))` gives keyword lists.
+    `processor.batch_decode(model.generate(**processor(images=..., return_tensors="pt")))` gives keyword lists.
     """
 
     def __init__(self, image_processor, tokenizer):
@@ -140,7 +140,7 @@ class LSTMCaptionerProcessor(ProcessorMixin):
         return BatchFeature(data)
 
     def batch_decode(self, sequences: Any, skip_special_tokens: bool = True) -> list[list[str]]:
-        """Generated ids (batch, length) -> one keyword list per row; stops at `</s>` unless `skip_special_tokens=False`."""
+        """Generated ids (batch, length) -> keyword lists; stops at `</s>` unless `skip_special_tokens=False`."""
         rows = sequences.tolist() if isinstance(sequences, (torch.Tensor, np.ndarray)) else list(sequences)
         if rows and not isinstance(rows[0], (list, tuple, torch.Tensor, np.ndarray)):
             rows = [rows]  # a single sequence

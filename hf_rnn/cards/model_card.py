@@ -20,7 +20,7 @@ class CardInfo:
     license: str
     dataset_id: str
     dataset_name: str
-    eval_split: str
+    eval_split: str | None  # None: trained without held-out data, so no results to report
     metrics: dict[str, float]
     hyperparameters: dict[str, object]
     log_history: list[dict]
@@ -50,7 +50,7 @@ def build_model_card(info: CardInfo, repo_id: str) -> ModelCard:
             metric_value=round(float(value), 4),
         )
         for key, value in info.metrics.items()
-        if key in METRIC_NAMES
+        if key in METRIC_NAMES and info.eval_split is not None
     ]
     data = ModelCardData(
         language=info.languages or None,
@@ -76,11 +76,7 @@ def build_model_card(info: CardInfo, repo_id: str) -> ModelCard:
             "",
             "## Evaluation",
             "",
-            f"On the `{info.eval_split}` split of {info.dataset_name}:",
-            "",
-            "| metric | value |",
-            "|---|---|",
-            *[f"| {METRIC_NAMES.get(k, k)} | {float(v):.2f} |" for k, v in info.metrics.items() if k in METRIC_NAMES],
+            *_evaluation_lines(info),
             "",
             "## Training hyperparameters",
             "",
@@ -101,6 +97,18 @@ def build_model_card(info: CardInfo, repo_id: str) -> ModelCard:
         ]
     )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def _evaluation_lines(info: CardInfo) -> list[str]:
+    if info.eval_split is None:
+        return ["Not evaluated: the training data had no validation or test split."]
+    return [
+        f"On the `{info.eval_split}` split of {info.dataset_name}:",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {METRIC_NAMES[k]} | {float(v):.4g} |" for k, v in info.metrics.items() if k in METRIC_NAMES],
+    ]
 
 
 def _usage_snippet(info: CardInfo, repo_id: str) -> str:
@@ -130,8 +138,8 @@ def _usage_snippet(info: CardInfo, repo_id: str) -> str:
             'inputs = processor(images=image, return_tensors="pt")',
             "print(processor.batch_decode(model.generate(**inputs), skip_special_tokens=True))",
             "",
-            "# or, as a pipeline:",
-            f'captioner = pipeline("image-to-text", model="{repo_id}", trust_remote_code=True)',
+            "# or, as a pipeline (\"image-to-text\" is an alias of this task):",
+            f'captioner = pipeline("image-text-to-text", model="{repo_id}", trust_remote_code=True)',
             'print(captioner(images=image, text=""))',
         ]
     )

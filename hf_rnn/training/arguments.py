@@ -53,6 +53,9 @@ class DataArguments:
         metadata={"help": "Hub dataset name, or `synthetic_en_ko` / `landscapes` for the embedded corpora."},
     )
     dataset_config_name: str | None = None
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Captioning: an image folder with metadata.jsonl holding a `keywords` list."}
+    )
     train_file: str | None = None
     validation_file: str | None = None
     test_file: str | None = None

@@ -83,7 +83,7 @@ def run_translation(model_args: ModelArguments, data_args: DataArguments, traini
 
     if "validation" in tokenized:
         metrics.update(trainer.evaluate(metric_key_prefix="eval"))
-    eval_split = "test" if "test" in tokenized else "validation"
+    eval_split = next((split for split in ("test", "validation") if split in tokenized), None)
     if "test" in tokenized:
         metrics.update(trainer.predict(tokenized["test"], metric_key_prefix="test").metrics)
     metrics["wall_seconds"] = round(time.time() - started, 1)
@@ -100,7 +100,7 @@ def run_translation(model_args: ModelArguments, data_args: DataArguments, traini
         push_output_folder(trainer, output_dir)
 
     if training_args.should_save:
-        _print_examples(trainer.model, tokenizer, pairs, eval_split, data_args.num_examples_to_print, output_dir, metrics)
+        _print_examples(trainer.model, tokenizer, pairs, eval_split or "train", data_args.num_examples_to_print, output_dir, metrics)
     return metrics
 
 
