@@ -1,7 +1,6 @@
 """Test helpers: tiny random models built from configs (nothing is downloaded)."""
 
 import os
-import sys
 from pathlib import Path
 
 import torch

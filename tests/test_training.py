@@ -11,7 +11,6 @@ import pytest
 import sacrebleu
 import torch
 from helpers import BLOCK_HF_RNN, REPO_ROOT, subprocess_env
-from hub_server import hub_server  # noqa: F401  (fixture)
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Trainer
 
@@ -101,7 +100,7 @@ def test_data_errors_name_the_problem(tmp_path):
         to_source_target(load_raw_translation_data(None, data_files={"train": str(path)}), "en", "ko")
 
 
-def test_hub_dataset_source(hub_server, tmp_path):  # noqa: F811
+def test_hub_dataset_source(hub_server, tmp_path):
     """`dataset_name` goes through `datasets.load_dataset` against the (stand-in) Hub."""
     from huggingface_hub import HfApi
 
@@ -247,7 +246,7 @@ def test_two_process_run_trains_saves_and_counts_each_sentence_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_push_to_hub_then_load_in_a_fresh_process(hub_server, tmp_path):  # noqa: F811
+def test_push_to_hub_then_load_in_a_fresh_process(hub_server, tmp_path):
     output_dir = tmp_path / "pushed"
     train.main(tiny_run(output_dir, "--max_steps", "5", "--eval_strategy", "no", "--save_strategy", "no",
                         "--push_to_hub", "true", "--hub_model_id", "user/tiny-en-ko"))

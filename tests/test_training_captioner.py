@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 from helpers import BLOCK_HF_RNN, REPO_ROOT
-from hub_server import hub_server  # noqa: F401  (fixture)
 from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, EvalPrediction, pipeline
@@ -108,7 +107,7 @@ def test_corrupt_image_in_folder_is_named_before_training(tmp_path):
 
 
 @pytest.mark.slow
-def test_captioner_push_then_pipeline_in_a_fresh_process(hub_server, tmp_path):  # noqa: F811
+def test_captioner_push_then_pipeline_in_a_fresh_process(hub_server, tmp_path):
     output_dir = tmp_path / "pushed"
     train.main([CONFIG, *TINY, "--output_dir", str(output_dir), "--max_steps", "3",
                 "--push_to_hub", "true", "--hub_model_id", "user/tiny-keywords"])

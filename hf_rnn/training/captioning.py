@@ -18,7 +18,7 @@ from ..captioner import (
 )
 from ..data.captioning import LANDSCAPES, check_images, check_keywords, decode_image, load_captioning_data
 from .arguments import DataArguments, ModelArguments, TrainingArguments
-from .trainer import RecurrentSeq2SeqTrainer, push_output_folder, resolve_resume, train_saving_on_interrupt
+from .trainer import RecurrentSeq2SeqTrainer, push_output_folder, train_and_evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -97,19 +97,7 @@ def run_captioning(model_args: ModelArguments, data_args: DataArguments, trainin
         data_collator=KeywordCollator(processor),
         compute_metrics=keyword_metrics(processor),
     )
-    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
-    train_result = train_saving_on_interrupt(trainer, resume)
-    trainer.save_model()
-    metrics = {f"train_{k}" if not k.startswith("train_") else k: v for k, v in train_result.metrics.items()}
-    if "validation" in data:
-        metrics.update(trainer.evaluate(metric_key_prefix="eval"))
-    eval_split = next((split for split in ("test", "validation") if split in data), None)
-    if "test" in data:
-        metrics.update(trainer.predict(data["test"], metric_key_prefix="test").metrics)
-    metrics["wall_seconds"] = round(time.time() - started, 1)
-    metrics["world_size"] = training_args.world_size
-    trainer.log_metrics("all", metrics)
-    trainer.save_metrics("all", metrics)
+    metrics, eval_split = train_and_evaluate(trainer, data, started)
 
     if training_args.should_save:
         processor.save_pretrained(output_dir)

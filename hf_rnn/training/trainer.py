@@ -5,6 +5,7 @@ import logging
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 from transformers import Seq2SeqTrainer
@@ -98,6 +99,27 @@ def train_saving_on_interrupt(trainer: Seq2SeqTrainer, resume_from_checkpoint: s
         signal.signal(signal.SIGTERM, previous)
 
 
+def train_and_evaluate(trainer: Seq2SeqTrainer, datasets: dict, started: float) -> tuple[dict, str | None]:
+    """Train (resuming if asked), save, then score validation and test with generation.
+
+    Returns all metrics (also written to `all_results.json`) and the split the model card
+    reports: test when there is one, else validation, else None.
+    """
+    args = trainer.args
+    train_result = train_saving_on_interrupt(trainer, resolve_resume(args.resume_from_checkpoint, args.output_dir))
+    trainer.save_model()
+    metrics = {k if k.startswith("train_") else f"train_{k}": v for k, v in train_result.metrics.items()}
+    if "validation" in datasets:
+        metrics.update(trainer.evaluate(metric_key_prefix="eval"))
+    if "test" in datasets:
+        metrics.update(trainer.predict(datasets["test"], metric_key_prefix="test").metrics)
+    metrics["wall_seconds"] = round(time.time() - started, 1)
+    metrics["world_size"] = args.world_size
+    trainer.log_metrics("all", metrics)
+    trainer.save_metrics("all", metrics)
+    return metrics, next((split for split in ("test", "validation") if split in datasets), None)
+
+
 def push_output_folder(trainer: Seq2SeqTrainer, output_dir: Path) -> None:
     """Upload the finished folder: weights, tokenizer/processor, code, pipeline and our card.
 
@@ -118,6 +140,7 @@ def push_output_folder(trainer: Seq2SeqTrainer, output_dir: Path) -> None:
 
 __all__ = [
     "push_output_folder",
+    "train_and_evaluate",
     "RecurrentSeq2SeqTrainer",
     "is_complete_checkpoint",
     "last_complete_checkpoint",

@@ -2,7 +2,6 @@
 
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, set_seed
@@ -13,7 +12,7 @@ from ..data.translation import SYNTHETIC_EN_KO, load_raw_translation_data, to_so
 from ..translator import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration, TranslationPipeline
 from .arguments import DataArguments, ModelArguments, TrainingArguments
 from .metrics import translation_metrics
-from .trainer import RecurrentSeq2SeqTrainer, push_output_folder, resolve_resume, train_saving_on_interrupt
+from .trainer import RecurrentSeq2SeqTrainer, push_output_folder, train_and_evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -76,20 +75,7 @@ def run_translation(model_args: ModelArguments, data_args: DataArguments, traini
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
         compute_metrics=translation_metrics(tokenizer),
     )
-    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
-    train_result = train_saving_on_interrupt(trainer, resume)
-    trainer.save_model()
-    metrics = {f"train_{k}" if not k.startswith("train_") else k: v for k, v in train_result.metrics.items()}
-
-    if "validation" in tokenized:
-        metrics.update(trainer.evaluate(metric_key_prefix="eval"))
-    eval_split = next((split for split in ("test", "validation") if split in tokenized), None)
-    if "test" in tokenized:
-        metrics.update(trainer.predict(tokenized["test"], metric_key_prefix="test").metrics)
-    metrics["wall_seconds"] = round(time.time() - started, 1)
-    metrics["world_size"] = training_args.world_size
-    trainer.log_metrics("all", metrics)
-    trainer.save_metrics("all", metrics)
+    metrics, eval_split = train_and_evaluate(trainer, tokenized, started)
 
     if training_args.should_save:
         TranslationPipeline(model=trainer.model, tokenizer=tokenizer).save_pretrained(output_dir)
