@@ -17,12 +17,13 @@ timed in alternating blocks within one run and the HF/bare ratio is the number t
 
 import argparse
 import json
+import os
 import platform
 import re
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -73,6 +74,8 @@ SMALL = Shape(src_vocab=300, tgt_vocab=400, embedding=32, hidden=64, batch_size=
 
 @dataclass(frozen=True)
 class Batch:
+    """One training batch, built once and fed to both models so they do exactly the same work."""
+
     input_ids: torch.Tensor  # (B, S) source, right-padded with PAD
     attention_mask: torch.Tensor  # (B, S)
     labels: torch.Tensor  # (B, T) target + EOS, right-padded with -100
@@ -102,7 +105,8 @@ class BareSeq2Seq(nn.Module):
         """Token-averaged cross-entropy of the teacher-forced target."""
         embedded = self.dropout(self.src_embed(input_ids))
         lengths = attention_mask.sum(dim=1).cpu()
-        packed, (h_n, c_n) = self.encoder(pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False))
+        packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
+        packed, (h_n, c_n) = self.encoder(packed)
         memory, _ = pad_packed_sequence(packed, batch_first=True, total_length=input_ids.shape[1])
         # Final forward and backward states side by side, bridged into the decoder's initial state.
         state = tuple(
@@ -133,6 +137,7 @@ class BareSeq2Seq(nn.Module):
 
 
 def hf_model(shape: Shape, input_feeding: bool) -> LSTMSeq2SeqForConditionalGeneration:
+    """The model under test, configured as the peers' recipe (bridge init and no tying are the config defaults)."""
     config = LSTMSeq2SeqConfig(
         vocab_size=shape.src_vocab,
         decoder_vocab_size=shape.tgt_vocab,
@@ -170,30 +175,34 @@ def bare_loss(model: BareSeq2Seq, batch: Batch) -> torch.Tensor:
 
 def check_same_function(hf: LSTMSeq2SeqForConditionalGeneration, bare: BareSeq2Seq, batch: Batch) -> float:
     """Eval-mode losses within 1e-5 and matching gradients: otherwise the timing would compare different work."""
-    hf.eval(), bare.eval()
+    hf.eval()
+    bare.eval()
     hf_value, bare_value = hf_loss(hf, batch), bare_loss(bare, batch)
     difference = abs(hf_value.item() - bare_value.item())
     assert difference <= 1e-5, f"losses differ by {difference:.2e}: the bare model is not the HF model's function"
-    hf_value.backward(), bare_value.backward()
+    hf_value.backward()
+    bare_value.backward()
     bare_parameters = dict(bare.named_parameters())
     for name, parameter in hf.named_parameters():
         prefix = next(p for p in HF_TO_BARE if name.startswith(p))
         twin = bare_parameters[HF_TO_BARE[prefix] + name[len(prefix) :]]
         assert torch.allclose(parameter.grad, twin.grad, rtol=1e-4, atol=1e-7), f"gradients of {name} differ"
-    hf.zero_grad(set_to_none=True), bare.zero_grad(set_to_none=True)
-    hf.train(), bare.train()
+    for model in (hf, bare):
+        model.zero_grad(set_to_none=True)
+        model.train()
     return difference
 
 
 def sentence_lengths(generator: torch.Generator) -> list[tuple[int, int]]:
     """(source, target incl. EOS) lengths of Multi30k training pairs, tokenised like the peers; if the shared
-    corpus is absent, a fixed seeded stand-in with the same means (13.1 / 13.6) and a long tail."""
+    corpus is absent, a fixed seeded stand-in with the same means (13.1 / 13.6)."""
     if MULTI30K_TRAIN.is_file():
         pairs = []
         with MULTI30K_TRAIN.open(encoding="utf-8") as lines:
             for line in lines:
                 pair = json.loads(line)["translation"]
-                pairs.append((len(PEER_TOKEN.findall(pair["en"].lower())), len(PEER_TOKEN.findall(pair["de"].lower())) + 1))
+                source, target = (len(PEER_TOKEN.findall(pair[lang].lower())) for lang in ("en", "de"))
+                pairs.append((source, target + 1))
         return pairs
     source = 4 + torch.poisson(torch.full((29000,), 9.1), generator=generator).long()
     target = 3 + torch.poisson(torch.full((29000,), 10.6), generator=generator).long()
@@ -201,7 +210,8 @@ def sentence_lengths(generator: torch.Generator) -> list[tuple[int, int]]:
 
 
 def make_batches(shape: Shape, count: int, seed: int = 1234) -> list[Batch]:
-    """Random-order batches of real sentence lengths with random word ids (ids do not change the cost)."""
+    """Random-order batches of real sentence lengths with random word ids (ids do not change the cost).
+    Every timed block replays the same `count` batches, so all blocks do identical work."""
     generator = torch.Generator().manual_seed(seed)
     lengths = sentence_lengths(generator)
     batches = []
@@ -232,6 +242,7 @@ def trainer(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor
 
 
 def tokens_per_second(step: Callable[[Batch], None], batches: list[Batch]) -> float:
+    """Loss-counted target tokens per wall-clock second: the unit the peer toolkits log (padding excluded)."""
     start = time.perf_counter()
     for batch in batches:
         step(batch)
@@ -244,7 +255,8 @@ class Result:
     hf: list[float]  # tokens/s per timed block
     bare: list[float]
     loss_difference: float
-    mean_target: float
+    mean_target: float  # target tokens per sentence, EOS included
+    target_fill: float  # share of the padded target positions that are real tokens
 
     @property
     def ratio(self) -> float:
@@ -270,11 +282,19 @@ def measure(shape: Shape, input_feeding: bool, steps: int, rounds: int, warmup: 
     for round_index in range(rounds):
         for name in ("hf", "bare") if round_index % 2 == 0 else ("bare", "hf"):
             timings[name].append(tokens_per_second(runners[name], batches))
-    mean_target = sum(b.target_tokens for b in batches) / (len(batches) * shape.batch_size)
-    return Result(input_feeding, timings["hf"], timings["bare"], loss_difference, mean_target)
+    tokens = sum(b.target_tokens for b in batches)
+    return Result(
+        input_feeding,
+        timings["hf"],
+        timings["bare"],
+        loss_difference,
+        mean_target=tokens / (len(batches) * shape.batch_size),
+        target_fill=tokens / sum(b.labels.numel() for b in batches),
+    )
 
 
 def cpu_model() -> str:
+    """The CPU's name for the report (`platform.processor()` is empty on most Linux systems)."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text().splitlines():
@@ -284,12 +304,20 @@ def cpu_model() -> str:
 
 
 def report(results: list[Result], shape: Shape, args: argparse.Namespace) -> str:
+    software = f"torch {torch.__version__}, transformers {transformers.__version__}"
+    machine = f"threads {torch.get_num_threads()}, CPU {cpu_model()} ({os.cpu_count()} logical cores)"
+    model = (
+        f"vocab {shape.src_vocab}/{shape.tgt_vocab}, emb {shape.embedding}, hidden {shape.hidden}, "
+        f"dropout {shape.dropout}, batch {shape.batch_size} sentences"
+    )
+    batches = (
+        f"{results[0].mean_target:.1f} target tokens/sentence incl. EOS, "
+        f"{results[0].target_fill:.0%} of padded target positions real (random, unbucketed)"
+    )
     lines = [
-        f"train_step.py, {date.today().isoformat()}: torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"{torch.get_num_threads()} threads, CPU {cpu_model()} ({torch.multiprocessing.cpu_count()} logical cores)",
-        f"shape: vocab {shape.src_vocab}/{shape.tgt_vocab}, emb {shape.embedding}, hidden {shape.hidden}, "
-        f"batch {shape.batch_size} sentences, dropout {shape.dropout}; {args.rounds} rounds x {args.steps} steps "
-        f"per model after {args.warmup} warm-up steps; target {results[0].mean_target:.1f} tokens/sentence incl. EOS",
+        f"train_step.py, {date.today().isoformat()}: {software}, {machine}",
+        f"shape: {model}; {args.rounds} rounds x {args.steps} steps per model after {args.warmup} warm-up steps",
+        f"batches: {batches}",
         "",
         "| input feeding | HF tok/s | bare tok/s | HF/bare | HF/bare per round (min-max) | HF sent/s | eval loss diff |",
         "|---|---|---|---|---|---|---|",
@@ -307,7 +335,9 @@ def report(results: list[Result], shape: Shape, args: argparse.Namespace) -> str
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, help="training steps per timed block (default 5; 2 with --small)")
-    parser.add_argument("--rounds", type=int, help="timed blocks per model, interleaved; even balances who goes first (default 6; 2 with --small)")
+    parser.add_argument(
+        "--rounds", type=int, help="timed blocks per model, interleaved; keep it even (default 6; 2 with --small)"
+    )
     parser.add_argument("--warmup", type=int, help="untimed steps per model first (default 2; 1 with --small)")
     parser.add_argument("--batch-size", type=int, help="sentences per batch (default 64; 8 with --small)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own choice)")
@@ -317,6 +347,9 @@ def parse_args() -> argparse.Namespace:
     for name, full, small in (("steps", 5, 2), ("rounds", 6, 2), ("warmup", 2, 1)):
         if getattr(args, name) is None:
             setattr(args, name, small if args.small else full)
+    for name in ("steps", "rounds", "batch_size", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
 
 
@@ -326,7 +359,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     shape = SMALL if args.small else Shape()
     if args.batch_size:
-        shape = Shape(**{**shape.__dict__, "batch_size": args.batch_size})
+        shape = replace(shape, batch_size=args.batch_size)
     settings = {"off": [False], "on": [True], "both": [False, True]}[args.input_feeding]
     results = [measure(shape, feeding, args.steps, args.rounds, args.warmup) for feeding in settings]
     print(report(results, shape, args))
