@@ -51,7 +51,7 @@ def trained_captioner(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_landscape_run_saves_a_loadable_captioner_with_card(trained_captioner):
+def test_landscape_run_saves_a_loadable_captioner_with_card(trained_captioner, tolerate_alias_warning_bug):
     output_dir, metrics = trained_captioner
     assert {"test_keyword_f1", "test_exact_set_match", "eval_keyword_f1"} <= set(metrics)
     model = AutoModelForImageTextToText.from_pretrained(output_dir).eval()
@@ -107,7 +107,7 @@ def test_corrupt_image_in_folder_is_named_before_training(tmp_path):
 
 
 @pytest.mark.slow
-def test_captioner_push_then_pipeline_in_a_fresh_process(hub_server, tmp_path):
+def test_captioner_push_then_pipeline_in_a_fresh_process(hub_server, tmp_path, tolerate_alias_warning_bug):
     output_dir = tmp_path / "pushed"
     train.main([CONFIG, *TINY, "--output_dir", str(output_dir), "--max_steps", "3",
                 "--push_to_hub", "true", "--hub_model_id", "user/tiny-keywords"])
