@@ -280,3 +280,10 @@ print(json.dumps([out, pipe({sentences[0]!r}, num_beams=3)[0]["translation_text"
     assert result.returncode == 0, result.stderr[-3000:]
     pulled, piped = json.loads(result.stdout.strip().splitlines()[-1])
     assert pulled == expected and piped == expected[0]
+
+
+@pytest.mark.parametrize("config", sorted((REPO_ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_parses(config):
+    model_args, data_args, training_args = parse_args([str(config)])
+    assert model_args.task in ("translation", "captioning")
+    assert training_args.output_dir.startswith("outputs/")
