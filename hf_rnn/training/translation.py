@@ -86,7 +86,11 @@ def run_translation(model_args: ModelArguments, data_args: DataArguments, traini
         push_output_folder(trainer, output_dir)
 
     if training_args.should_save:
-        _print_examples(trainer.model, tokenizer, pairs, eval_split or "train", data_args.num_examples_to_print, output_dir, metrics)
+        readme_example = "I am a student." if (data_args.source_lang, data_args.target_lang) == ("en", "ko") else None
+        _print_examples(
+            trainer.model, tokenizer, pairs[eval_split or "train"], data_args.num_examples_to_print, output_dir, metrics,
+            readme_example,
+        )
     return metrics
 
 
@@ -179,12 +183,12 @@ def _card(model_args, data_args, training_args, trainer, metrics, eval_split, n_
     )
 
 
-def _print_examples(model, tokenizer, pairs, split, count, output_dir, metrics) -> None:
+def _print_examples(model, tokenizer, dataset, count, output_dir, metrics, readme_example: str | None) -> None:
     """End with evidence a person can read: a few translations, the scores, and where the model is."""
     translator = TranslationPipeline(model=model, tokenizer=tokenizer, device=model.device)
-    sources = [row["source"] for row in pairs[split].select(range(min(count, len(pairs[split]))))]
-    if "I am a student." not in sources and model.config.model_type == "lstm_seq2seq":
-        sources.insert(0, "I am a student.")
+    sources = [row["source"] for row in dataset.select(range(min(count, len(dataset))))]
+    if readme_example is not None and readme_example not in sources:
+        sources.insert(0, readme_example)
     print("\nExample translations:")
     for source, output in zip(sources, translator(sources, num_beams=5, batch_size=len(sources))):
         print(f"  {source}  →  {output[0]['translation_text']}")
