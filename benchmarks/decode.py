@@ -53,7 +53,8 @@ def run_one(args: argparse.Namespace) -> dict:
         for start in range(0, len(order), args.batch_size):
             batch = order[start : start + args.batch_size]
             inputs = tokenizer([sources[i] for i in batch], return_tensors="pt", padding=True)
-            output = model.generate(**inputs, num_beams=args.single, max_new_tokens=args.max_new_tokens)
+            # max_length counts the start token; it is also the limit the saved generation config uses.
+            output = model.generate(**inputs, num_beams=args.single, max_length=args.max_new_tokens + 1)
             for index, text in zip(batch, tokenizer.batch_decode(output, skip_special_tokens=True)):
                 hypotheses[index] = text
     loop_seconds = time.perf_counter() - started
