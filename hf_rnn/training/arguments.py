@@ -8,6 +8,7 @@ import importlib.util
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import torch
 import yaml
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
@@ -88,6 +89,8 @@ class TrainingArguments(Seq2SeqTrainingArguments):
 
     output_dir: str | None = field(default="outputs/synthetic-en-ko", metadata={"help": "Where the model is saved."})
     predict_with_generate: bool = True
+    # Pinned memory only helps host→GPU copies; on a CPU-only machine it just prints a warning per epoch.
+    dataloader_pin_memory: bool = field(default_factory=torch.cuda.is_available)
 
 
 def parse_args(argv: list[str], default_config: Path | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
