@@ -287,3 +287,14 @@ def test_every_shipped_config_parses(config):
     model_args, data_args, training_args = parse_args([str(config)])
     assert model_args.task in ("translation", "captioning")
     assert training_args.output_dir.startswith("outputs/")
+
+
+def test_missing_train_split_is_named_and_sample_limits_apply():
+    from datasets import Dataset, DatasetDict
+
+    _, data_args, _ = parse_args(["--max_eval_samples", "2"], default_config=train.DEFAULT_CONFIG)
+    rows = Dataset.from_dict({"source": list("abcde"), "target": list("vwxyz")})
+    with pytest.raises(ValueError, match="No training split found \\(the data has \\['validation'\\]\\)"):
+        data_args.select_samples(DatasetDict({"validation": rows}))
+    limited = data_args.select_samples(DatasetDict({"train": rows, "validation": rows}))
+    assert (len(limited["train"]), len(limited["validation"])) == (5, 2)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from datasets import DatasetDict
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
 
@@ -82,6 +83,30 @@ class DataArguments:
         default=None, metadata={"help": "Dataset id written into the model card (defaults to dataset_name)."}
     )
 
+    @property
+    def split_names(self) -> dict[str, str | None]:
+        """Our split names (train/validation/test) → the names in the source data."""
+        return {"train": self.train_split, "validation": self.validation_split, "test": self.test_split}
+
+    @property
+    def synthetic_sizes(self) -> tuple[int, int, int]:
+        return self.synthetic_train_size, self.synthetic_eval_size, self.synthetic_eval_size
+
+    def select_samples(self, data: DatasetDict) -> DatasetDict:
+        """Apply `max_*_samples`; every run trains, so a missing train split is an error here, before any work."""
+        if "train" not in data:
+            raise ValueError(
+                f"No training split found (the data has {list(data)}): give `train_file`, `data_dir` or a dataset "
+                f"with a {self.train_split!r} split."
+            )
+        limits = {"train": self.max_train_samples, "validation": self.max_eval_samples, "test": self.max_predict_samples}
+        return DatasetDict(
+            {
+                split: dataset.select(range(min(limits[split], len(dataset)))) if limits.get(split) is not None else dataset
+                for split, dataset in data.items()
+            }
+        )
+
 
 @dataclass
 class TrainingArguments(Seq2SeqTrainingArguments):
@@ -96,9 +121,9 @@ class TrainingArguments(Seq2SeqTrainingArguments):
 def parse_args(argv: list[str], default_config: Path | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """`[config.yaml] [--field value ...]`: YAML values become defaults, command-line flags override them."""
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    config_path = Path(argv[0]) if argv and argv[0].endswith((".yaml", ".yml")) else default_config
+    config_path = default_config
     if argv and argv[0].endswith((".yaml", ".yml")):
-        argv = argv[1:]
+        config_path, argv = Path(argv[0]), argv[1:]
     if config_path is not None:
         if not config_path.exists():
             raise FileNotFoundError(f"Config file {config_path} does not exist.")

@@ -71,17 +71,14 @@ def run_captioning(model_args: ModelArguments, data_args: DataArguments, trainin
             data_args.dataset_name,
             data_args.dataset_config_name,
             data_dir=data_args.data_dir,
-            splits={"train": data_args.train_split, "validation": data_args.validation_split, "test": data_args.test_split},
+            splits=data_args.split_names,
             image_column=data_args.image_column,
             keywords_column=data_args.keywords_column,
-            landscape_sizes=(data_args.synthetic_train_size, data_args.synthetic_eval_size, data_args.synthetic_eval_size),
+            landscape_sizes=data_args.synthetic_sizes,
             image_size=model_args.image_size,
             seed=training_args.data_seed or 0,
         )
-        for split, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples),
-                             ("test", data_args.max_predict_samples)):
-            if limit is not None and split in data:
-                data[split] = data[split].select(range(min(limit, len(data[split]))))
+        data = data_args.select_samples(data)
         if data_args.dataset_name != LANDSCAPES or data_args.data_dir:
             check_images(data, num_proc=data_args.preprocessing_num_workers)
         keywords = check_keywords(data)

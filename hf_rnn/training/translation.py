@@ -35,8 +35,8 @@ def run_translation(model_args: ModelArguments, data_args: DataArguments, traini
                 data_args.dataset_name,
                 data_args.dataset_config_name,
                 data_files=_data_files(data_args),
-                splits={"train": data_args.train_split, "validation": data_args.validation_split, "test": data_args.test_split},
-                synthetic_sizes=(data_args.synthetic_train_size, data_args.synthetic_eval_size, data_args.synthetic_eval_size),
+                splits=data_args.split_names,
+                synthetic_sizes=data_args.synthetic_sizes,
                 seed=training_args.data_seed or 0,
             ),
             data_args.source_lang,
@@ -45,12 +45,7 @@ def run_translation(model_args: ModelArguments, data_args: DataArguments, traini
             data_args.target_column,
             num_proc=data_args.preprocessing_num_workers,
         )
-    if "train" not in pairs and training_args.do_train is not False:
-        raise ValueError("No training split found: give `train_file` or a dataset with a train split.")
-    for split, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples),
-                         ("test", data_args.max_predict_samples)):
-        if limit is not None and split in pairs:
-            pairs[split] = pairs[split].select(range(min(limit, len(pairs[split]))))
+    pairs = data_args.select_samples(pairs)
 
     with training_args.main_process_first(desc="tokenizer"):
         tokenizer = _tokenizer(model_args, pairs, output_dir, training_args.should_save)

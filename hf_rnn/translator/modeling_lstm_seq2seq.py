@@ -406,16 +406,16 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
         use_cache = use_cache if use_cache is not None else self.config.use_cache
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
+        if attention_mask is None:
+            if input_ids is None:
+                raise ValueError("Pass `input_ids`, or precomputed `encoder_outputs` together with `attention_mask`.")
+            attention_mask = input_ids.ne(self.config.pad_token_id)
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
                 input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
             )
         elif not isinstance(encoder_outputs, LSTMSeq2SeqEncoderOutput):
             encoder_outputs = LSTMSeq2SeqEncoderOutput(*encoder_outputs)
-        if attention_mask is None:
-            if input_ids is None:
-                raise ValueError("Pass `attention_mask` together with precomputed `encoder_outputs`.")
-            attention_mask = input_ids.ne(self.config.pad_token_id)
         if decoder_input_ids is None:
             raise ValueError("Pass `decoder_input_ids` or `labels` (they are shifted into decoder inputs).")
 
