@@ -50,8 +50,20 @@ def subprocess_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def hub_client_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a child Python that downloads from the stand-in Hub (HF_ENDPOINT kept) into a fresh cache."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "HF_HUB_CACHE"}
+    env["HF_HOME"] = str(tmp_path / "fresh_home")
+    return env
+
+
 BLOCK_HF_RNN = (
     "import sys\n"
     "sys.modules['hf_rnn'] = None  # any `import hf_rnn` now fails: only remote code can load the model\n"
+    "try:\n"
+    "    import hf_rnn\n"
+    "    raise SystemExit('hf_rnn should not be importable here')\n"
+    "except ImportError:\n"
+    "    pass\n"
 )
 

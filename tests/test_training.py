@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import sacrebleu
 import torch
-from helpers import BLOCK_HF_RNN, REPO_ROOT, subprocess_env
+from helpers import BLOCK_HF_RNN, REPO_ROOT, hub_client_env, subprocess_env
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Trainer
 
@@ -272,10 +272,8 @@ out = tok.batch_decode(model.generate(**tok({sentences!r}, return_tensors="pt", 
 pipe = pipeline("translation", model="user/tiny-en-ko", trust_remote_code=True)
 print(json.dumps([out, pipe({sentences[0]!r}, num_beams=3)[0]["translation_text"]]))
 """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["HF_HOME"] = str(tmp_path / "fresh_home")
-    env.pop("HF_HUB_CACHE", None)
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=hub_client_env(tmp_path),
+                            capture_output=True, text=True,
                             timeout=300, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-3000:]
     pulled, piped = json.loads(result.stdout.strip().splitlines()[-1])

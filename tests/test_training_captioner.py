@@ -1,13 +1,12 @@
 """train.py for the captioner: landscapes and user image folders, metrics, card, pipeline, Hub push."""
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from helpers import BLOCK_HF_RNN, REPO_ROOT
+from helpers import BLOCK_HF_RNN, REPO_ROOT, hub_client_env
 from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, EvalPrediction, pipeline
@@ -123,10 +122,8 @@ from transformers import pipeline
 pipe = pipeline("image-to-text", model="user/tiny-keywords", trust_remote_code=True)
 print(json.dumps(pipe(images=Image.open({str(image_path)!r}), text="")))
 """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["HF_HOME"] = str(tmp_path / "fresh_home")
-    env.pop("HF_HUB_CACHE", None)
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=hub_client_env(tmp_path),
+                            capture_output=True, text=True,
                             timeout=300, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])[0]["generated_text"] == local[0]["generated_text"]
