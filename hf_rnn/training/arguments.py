@@ -24,6 +24,13 @@ class ModelArguments:
         default=None, metadata={"help": "Existing tokenizer (path or Hub name); by default one is trained."}
     )
     tokenizer_vocab_size: int = field(default=8000, metadata={"help": "Size of the tokenizer trained on the data."})
+    decoder_vocab_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Target vocabulary: the first N tokenizer ids (a tokenizer that lists target words first); "
+            "defaults to the whole tokenizer."
+        },
+    )
     embedding_size: int = 256
     hidden_size: int = 512
     num_encoder_layers: int = 1
@@ -116,6 +123,15 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     predict_with_generate: bool = True
     # Pinned memory only helps host→GPU copies; on a CPU-only machine it just prints a warning per epoch.
     dataloader_pin_memory: bool = field(default_factory=torch.cuda.is_available)
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={"help": "Stop training after this many minutes (then save and evaluate as usual): equal-time runs."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_train_minutes is not None and self.max_train_minutes <= 0:
+            raise ValueError(f"`max_train_minutes` must be positive, got {self.max_train_minutes}.")
 
 
 def parse_args(argv: list[str], default_config: Path | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:

@@ -8,20 +8,67 @@ import signal
 import time
 from pathlib import Path
 
-from transformers import Seq2SeqTrainer
+import torch
+from transformers import Seq2SeqTrainer, TrainerCallback
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
+class TimeBudgetCallback(TrainerCallback):
+    """Ends training once `minutes` of training have passed (equal-time comparisons); the usual save and evaluation follow."""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60
+        self.started: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.started is not None and time.perf_counter() - self.started >= self.seconds:
+            logger.info("Time budget of %.1f min reached at step %d: stopping.", self.seconds / 60, state.global_step)
+            control.should_training_stop = True
+        return control
+
+
 class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
-    """`Seq2SeqTrainer` whose metrics stay exact under multi-process evaluation.
+    """`Seq2SeqTrainer` with exact multi-process metrics, a target-token throughput log and a time budget.
 
     transformers 5 gathers generated predictions with `accelerator.gather`, which keeps the
     samples DDP repeats to even out the last batch, so BLEU would count some sentences
     twice. `gather_for_metrics` drops exactly those repeats.
+
+    Each training log entry gets `target_tokens_per_second`: the label tokens (padding
+    excluded) this process trained on since the previous entry, per second — the unit
+    translation toolkits report, which makes runs comparable across batchings.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        minutes = getattr(self.args, "max_train_minutes", None)
+        if minutes:
+            self.add_callback(TimeBudgetCallback(minutes))
+        self._target_tokens, self._tokens_since = 0, time.perf_counter()
+
+    def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        labels = inputs.get("labels")
+        if labels is not None:
+            self._target_tokens += int((labels != -100).sum())
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        now = time.perf_counter()
+        if "loss" in logs and self._target_tokens:
+            logs["target_tokens_per_second"] = round(self._target_tokens / (now - self._tokens_since), 1)
+        super().log(logs, start_time)
+        # Every entry (evaluation too) starts a new interval, so evaluation time never counts as training.
+        self._target_tokens, self._tokens_since = 0, time.perf_counter()
+
+    def train(self, *args, **kwargs):
+        self._target_tokens, self._tokens_since = 0, time.perf_counter()
+        return super().train(*args, **kwargs)
 
     def evaluation_loop(self, *args, **kwargs):
         self.gather_function = self.accelerator.gather_for_metrics
@@ -108,6 +155,7 @@ def train_and_evaluate(trainer: Seq2SeqTrainer, datasets: dict, started: float) 
     args = trainer.args
     train_result = train_saving_on_interrupt(trainer, resolve_resume(args.resume_from_checkpoint, args.output_dir))
     trainer.save_model()
+    trainer.save_state()  # trainer_state.json: the log history (losses, throughput) beside the final model
     metrics = {k if k.startswith("train_") else f"train_{k}": v for k, v in train_result.metrics.items()}
     if "validation" in datasets:
         metrics.update(trainer.evaluate(metric_key_prefix="eval"))
@@ -142,6 +190,7 @@ __all__ = [
     "push_output_folder",
     "train_and_evaluate",
     "RecurrentSeq2SeqTrainer",
+    "TimeBudgetCallback",
     "is_complete_checkpoint",
     "last_complete_checkpoint",
     "resolve_resume",

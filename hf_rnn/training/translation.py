@@ -117,6 +117,7 @@ def _model(model_args: ModelArguments, tokenizer) -> LSTMSeq2SeqForConditionalGe
         return AutoModelForSeq2SeqLM.from_pretrained(model_args.model_name_or_path)
     config = LSTMSeq2SeqConfig(
         vocab_size=len(tokenizer),
+        decoder_vocab_size=model_args.decoder_vocab_size,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
