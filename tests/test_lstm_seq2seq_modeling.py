@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 import torch
+from transformers import GenerationMixin
 from helpers import random_batch, tiny_config, tiny_model
 from torch.func import functional_call
 
@@ -89,6 +90,40 @@ def test_greedy_and_single_beam_match_manual_decoding(input_feeding):
             expected = manual_greedy(model, source[row : row + 1, : int(mask[row].sum())], None, 10)
             assert torch.equal(greedy[row][: expected.shape[0]], expected)
     assert torch.equal(greedy, one_beam)
+
+
+@pytest.mark.parametrize("cell_type,input_feeding", [("lstm", True), ("lstm", False), ("gru", True)])
+def test_dropping_ended_sentences_leaves_greedy_output_unchanged(cell_type, input_feeding):
+    """Our generate() stops computing finished rows; stock GenerationMixin.generate computes them all."""
+    # A slightly wider model than tiny_model's default, whose sentences end at different steps.
+    model = tiny_model(seed=3, cell_type=cell_type, input_feeding=input_feeding, hidden_size=32, embedding_size=16)
+    source, mask = random_batch([6, 2, 5, 3, 6, 4, 1, 5], model.config.vocab_size, seed=9)
+    rows_through_softmax = []
+    hook = model.lm_head.register_forward_hook(lambda module, args, out: rows_through_softmax.append(args[0].shape[0]))
+    with torch.no_grad():
+        ours = model.generate(input_ids=source, attention_mask=mask, max_new_tokens=12)
+        hook.remove()
+        stock = GenerationMixin.generate(model, input_ids=source, attention_mask=mask, max_new_tokens=12)
+    assert torch.equal(ours, stock)
+    eos = model.config.eos_token_id
+    ended_at = {(row == eos).nonzero()[0, 0].item() if (row == eos).any() else None for row in stock}
+    assert len(ended_at) >= 3, "the test needs sentences that end at different steps"
+    assert rows_through_softmax[0] == len(stock) and min(rows_through_softmax) < len(stock)
+    assert model._ended_token_ids is None  # only set while generate() runs
+
+
+def test_rows_are_kept_when_generate_returns_per_row_scores():
+    model = tiny_model(seed=3, hidden_size=32, embedding_size=16)
+    source, mask = random_batch([6, 2, 5, 3, 6, 4, 1, 5], model.config.vocab_size, seed=9)
+    with torch.no_grad():
+        ours = model.generate(
+            input_ids=source, attention_mask=mask, max_new_tokens=8, return_dict_in_generate=True, output_scores=True
+        )
+        stock = GenerationMixin.generate(
+            model, input_ids=source, attention_mask=mask, max_new_tokens=8, return_dict_in_generate=True,
+            output_scores=True,
+        )
+    assert all(torch.equal(a, b) for a, b in zip(ours.scores, stock.scores))
 
 
 def rescore(model, source, mask, sequence: torch.Tensor) -> tuple[float, int]:

@@ -11,6 +11,7 @@ steps as `cache` (an `LSTMSeq2SeqCache`), which beam search reorders in place. O
 sibling imports are used so this file travels as Hub remote code.
 """
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -88,6 +89,11 @@ class LSTMSeq2SeqCache:
     Unlike a transformer's key/value cache it does not grow: it holds the state after the
     last token (hidden, cell, the input-feeding vector) plus the projected attention keys,
     which depend only on the source and are worth computing once.
+
+    With `ended_token_ids` set (greedy search and sampling, see
+    `LSTMSeq2SeqForConditionalGeneration.generate`), a row whose input token is one of them
+    has ended — generate() only pads it from then on — so it is dropped: the cache then
+    holds the surviving `rows` of the batch only, with their own copy of the encoder memory.
     """
 
     is_compileable = False
@@ -99,15 +105,36 @@ class LSTMSeq2SeqCache:
         input_feed: torch.Tensor | None,
         attention_keys: torch.Tensor | None,
         seen_tokens: int = 0,
+        ended_token_ids: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
     ):
         self.hidden = hidden  # (num_layers, batch, hidden_size): nn.RNN's native layout
         self.cell = cell
         self.input_feed = input_feed  # (batch, hidden_size)
         self.attention_keys = attention_keys  # (batch, src_len, hidden_size)
         self.seen_tokens = seen_tokens
+        self.ended_token_ids = ended_token_ids
+        self.rows = rows  # batch positions of the rows still decoded; None: all of them
+        self.memory = memory  # encoder outputs and mask of those rows (only when `rows` is set)
+        self.memory_mask = memory_mask
+
+    def keep_rows(self, keep: torch.Tensor) -> None:
+        """Drop the rows where `keep` is False from every per-row tensor."""
+        self.hidden = self.hidden[:, keep]
+        if self.cell is not None:
+            self.cell = self.cell[:, keep]
+        if self.input_feed is not None:
+            self.input_feed = self.input_feed[keep]
+        if self.attention_keys is not None:
+            self.attention_keys = self.attention_keys[keep]
+        self.rows, self.memory, self.memory_mask = self.rows[keep], self.memory[keep], self.memory_mask[keep]
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Beam search keeps the states of the surviving hypotheses (in place, as generate expects)."""
+        if self.rows is not None:
+            raise ValueError("A cache that dropped ended rows cannot be reordered for beam search.")
         self.hidden = self.hidden.index_select(1, beam_idx.to(self.hidden.device))
         if self.cell is not None:
             self.cell = self.cell.index_select(1, beam_idx.to(self.cell.device))
@@ -276,29 +303,77 @@ class LSTMSeq2SeqDecoder(nn.Module):
             cache = self.init_cache(encoder_outputs)
         memory = encoder_outputs.last_hidden_state
         memory_mask = encoder_attention_mask.bool()
+        if cache.ended_token_ids is not None and cache.seen_tokens > 0:
+            input_ids, memory, memory_mask = self._drop_ended_rows(cache, input_ids, memory, memory_mask)
+            if input_ids.shape[0] == 0:  # every sentence has ended: nothing left to compute
+                nothing = memory.new_zeros(0, input_ids.shape[1], self.config.hidden_size)
+                cache.seen_tokens += input_ids.shape[1]
+                return nothing, cache, None, nothing, nothing
         embeddings = self.embedding_dropout(self.embed_tokens(input_ids))
 
         if self.config.input_feeding:
-            state, feed = cache.rnn_state, cache.input_feed
-            rnn_steps, vector_steps, weight_steps = [], [], []
+            hidden, cell, feed = list(cache.hidden.unbind(0)), cache.cell, cache.input_feed
+            cell = None if cell is None else list(cell.unbind(0))
+            vector_steps, weight_steps, rnn_steps = [], [], []
             for t in range(input_ids.shape[1]):
-                step_input = torch.cat([embeddings[:, t : t + 1], feed.unsqueeze(1)], dim=-1)
-                rnn_output, state = self.rnn(step_input, state)
-                vector, weights = self._attend(rnn_output, memory, memory_mask, cache.attention_keys)
+                rnn_output = self._cell_step(torch.cat([embeddings[:, t], feed], dim=-1), hidden, cell)
+                vector, weights = self._attend(rnn_output.unsqueeze(1), memory, memory_mask, cache.attention_keys)
                 feed = vector.squeeze(1)
                 rnn_steps.append(rnn_output)
                 vector_steps.append(vector)
                 weight_steps.append(weights)
-            rnn_outputs, vectors = torch.cat(rnn_steps, dim=1), torch.cat(vector_steps, dim=1)
+            rnn_outputs, vectors = torch.stack(rnn_steps, dim=1), torch.cat(vector_steps, dim=1)
             attention = torch.cat(weight_steps, dim=1) if self.attention is not None else None
+            state = torch.stack(hidden) if cell is None else (torch.stack(hidden), torch.stack(cell))
         else:
             feed = None
             rnn_outputs, state = self.rnn(embeddings, cache.rnn_state)
             vectors, attention = self._attend(rnn_outputs, memory, memory_mask, cache.attention_keys)
 
         hidden, cell = state if isinstance(state, tuple) else (state, None)
-        new_cache = LSTMSeq2SeqCache(hidden, cell, feed, cache.attention_keys, cache.seen_tokens + input_ids.shape[1])
+        new_cache = LSTMSeq2SeqCache(
+            hidden, cell, feed, cache.attention_keys, cache.seen_tokens + input_ids.shape[1], cache.ended_token_ids,
+            cache.rows, cache.memory, cache.memory_mask,
+        )
         return vectors, new_cache, attention, embeddings, rnn_outputs
+
+    @staticmethod
+    def _drop_ended_rows(
+        cache: LSTMSeq2SeqCache, input_ids: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Shrink `cache` (in place) to the rows that have not ended; returns their input ids, memory and mask.
+
+        generate() keeps computing finished sentences until the last one ends; for a batch
+        of sentences of different lengths that is a large share of the decoding work.
+        """
+        if cache.rows is None:
+            cache.rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+            cache.memory, cache.memory_mask = memory, memory_mask
+        input_ids = input_ids[cache.rows]
+        keep = ~torch.isin(input_ids[:, 0], cache.ended_token_ids.to(input_ids.device))
+        if not bool(keep.all()):
+            cache.keep_rows(keep)
+            input_ids = input_ids[keep]
+        return input_ids, cache.memory, cache.memory_mask
+
+    def _cell_step(self, step_input: torch.Tensor, hidden: list[torch.Tensor], cell: list[torch.Tensor] | None) -> torch.Tensor:
+        """One time step through every layer, updating `hidden`/`cell` (one tensor per layer) in place.
+
+        Input feeding forces a loop over time; calling `nn.LSTM` once per step costs about
+        1.5x the forward+backward time of torch's cell functions on the very same weights.
+        """
+        rnn, layers = self.rnn, self.config.num_decoder_layers
+        for layer in range(layers):
+            weights = (getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            if cell is not None:
+                hidden[layer], cell[layer] = torch.lstm_cell(step_input, (hidden[layer], cell[layer]), *weights)
+            else:
+                cell_fn = torch.gru_cell if self.config.cell_type == "gru" else torch.rnn_tanh_cell
+                hidden[layer] = cell_fn(step_input, hidden[layer], *weights)
+            step_input = hidden[layer]
+            if layer < layers - 1:  # nn.LSTM's dropout between stacked layers
+                step_input = nn.functional.dropout(step_input, self.config.dropout, self.training)
+        return hidden[-1]
 
     def _attend(
         self, rnn_output: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor, keys: torch.Tensor | None
@@ -422,6 +497,8 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
         vectors, new_cache, attention, embeddings, rnn_outputs = self.decoder(
             decoder_input_ids, encoder_outputs, attention_mask, cache=cache
         )
+        if new_cache.rows is not None:  # ended rows were dropped: zeros in their place keep the batch shape
+            vectors = vectors.new_zeros(decoder_input_ids.shape[0], *vectors.shape[1:]).index_copy(0, new_cache.rows, vectors)
         output = Seq2SeqModelOutput(
             last_hidden_state=vectors,
             cache=new_cache if use_cache else None,
@@ -446,6 +523,30 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
 
     def get_encoder(self, modality: str | None = None) -> LSTMSeq2SeqEncoder:
         return self.model.encoder
+
+    _ended_token_ids: torch.Tensor | None = None  # set by generate() for greedy search and sampling
+
+    def generate(self, *args, **kwargs):
+        """`GenerationMixin.generate`, with sentences that have ended dropped from the batch in greedy search and sampling.
+
+        generate() appends padding to finished sentences and ignores their logits, so not
+        computing them leaves the output unchanged. Skipped (all rows computed, as stock
+        generate does) for beam search, and when scores, logits, attentions or hidden states
+        are returned, since those expose every row's values.
+        """
+        config = copy.deepcopy(kwargs.get("generation_config") or self.generation_config)
+        config.update(**{key: value for key, value in kwargs.items() if key != "generation_config"})
+        eos = config.eos_token_id
+        returns_per_row_values = config.return_dict_in_generate and (
+            config.output_scores or config.output_logits or config.output_attentions or config.output_hidden_states
+        )
+        speculative = kwargs.get("assistant_model") is not None or config.prompt_lookup_num_tokens is not None
+        if (config.num_beams or 1) == 1 and eos is not None and not returns_per_row_values and not speculative:
+            self._ended_token_ids = torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos])
+        try:
+            return super().generate(*args, **kwargs)
+        finally:
+            self._ended_token_ids = None
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
@@ -490,7 +591,15 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        logits = self.lm_head(outputs.last_hidden_state)
+        new_cache = outputs.cache
+        if new_cache is not None and cache is None and self._ended_token_ids is not None:
+            new_cache.ended_token_ids = self._ended_token_ids
+        if new_cache is not None and new_cache.rows is not None:  # the softmax layer only for rows still decoded
+            hidden = outputs.last_hidden_state
+            logits = hidden.new_zeros(*hidden.shape[:2], self.lm_head.out_features)
+            logits = logits.index_copy(0, new_cache.rows, self.lm_head(hidden[new_cache.rows]))
+        else:
+            logits = self.lm_head(outputs.last_hidden_state)
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(
