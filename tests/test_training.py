@@ -138,6 +138,33 @@ def test_trained_folder_loads_translates_and_has_a_valid_card(trained):
     assert "## Training loss" in card.text and "| step | epoch | loss |" in card.text
 
 
+def test_training_log_reports_target_token_throughput(trained):
+    output_dir, _ = trained
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    training_entries = [entry for entry in history if "loss" in entry]
+    assert [entry["step"] for entry in training_entries] == [10, 20, 30]
+    assert all(entry["target_tokens_per_second"] > 0 for entry in training_entries)
+
+
+def test_time_budget_stops_training_then_saves_and_evaluates(tmp_path):
+    output_dir = tmp_path / "budget"
+    metrics = train.main(tiny_run(output_dir, "--max_steps", "100000", "--max_train_minutes", "0.05",
+                                  "--eval_strategy", "no", "--save_strategy", "no", "--num_examples_to_print", "0"))
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert 0 < state["global_step"] < 100000
+    assert metrics["train_runtime"] < 60 and "test_bleu" in metrics
+    assert (output_dir / "model.safetensors").exists()
+    with pytest.raises(ValueError, match="max_train_minutes"):
+        parse_args(["--max_train_minutes", "0"], default_config=train.DEFAULT_CONFIG)
+
+
+def test_a_decoder_vocabulary_too_small_for_the_targets_is_named(tmp_path):
+    """`--decoder_vocab_size N` keeps the first N tokenizer ids as targets; a target beyond them fails early and clearly."""
+    with pytest.raises(ValueError, match="`labels` contains token id .* outside the vocabulary \\[0, 300\\)"):
+        train.main(tiny_run(tmp_path / "small-target", "--max_steps", "2", "--decoder_vocab_size", "300",
+                            "--eval_strategy", "no", "--save_strategy", "no"))
+
+
 @pytest.mark.slow
 def test_card_usage_snippet_runs_without_hf_rnn(trained, tmp_path):
     output_dir, _ = trained
