@@ -185,9 +185,10 @@ def _print_examples(model, tokenizer, dataset, count, output_dir, metrics, readm
     sources = [row["source"] for row in dataset.select(range(min(count, len(dataset))))]
     if readme_example is not None and readme_example not in sources:
         sources.insert(0, readme_example)
-    print("\nExample translations:")
-    for source, output in zip(sources, translator(sources, num_beams=5, batch_size=len(sources))):
-        print(f"  {source}  →  {output[0]['translation_text']}")
+    if sources:
+        print("\nExample translations:")
+        for source, output in zip(sources, translator(sources, num_beams=5, batch_size=len(sources))):
+            print(f"  {source}  →  {output[0]['translation_text']}")
     scores = {k: round(v, 2) for k, v in metrics.items() if k.endswith(("_bleu", "_chrf"))}
     print(f"\nScores: {scores}")
     print(f"Model, tokenizer and model card saved to {output_dir.resolve()}")

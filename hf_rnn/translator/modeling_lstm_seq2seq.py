@@ -82,6 +82,28 @@ class LSTMSeq2SeqEncoderOutput(ModelOutput):
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
+class EndedRows:
+    """Which rows of a greedy/sampling batch are still decoded, so that ended sentences cost nothing.
+
+    generate() pads a sentence after its end token and ignores its logits, yet keeps it in
+    the batch until the last sentence ends. A row whose input token is one of `token_ids`
+    has ended; once an eighth of the rows have, they are dropped together (dropping copies
+    the encoder memory, so one row at a time would cost more than it saves).
+    """
+
+    def __init__(self, token_ids: torch.Tensor):
+        self.token_ids = token_ids
+        self.rows: torch.Tensor | None = None  # batch positions still held
+        self.memory: torch.Tensor | None = None  # their encoder outputs and mask
+        self.memory_mask: torch.Tensor | None = None
+        self.ended: torch.Tensor | None = None  # held rows that have ended (computed until the next drop)
+        self.logits: torch.Tensor | None = None  # (batch, 1, vocab) returned every step, only held rows rewritten
+
+    def keep(self, keep: torch.Tensor) -> None:
+        self.rows, self.ended = self.rows[keep], self.ended[keep]
+        self.memory, self.memory_mask = self.memory[keep], self.memory_mask[keep]
+
+
 class LSTMSeq2SeqCache:
     """
     The decoder's recurrent state between `generate()` steps.
@@ -90,10 +112,9 @@ class LSTMSeq2SeqCache:
     last token (hidden, cell, the input-feeding vector) plus the projected attention keys,
     which depend only on the source and are worth computing once.
 
-    With `ended_token_ids` set (greedy search and sampling, see
-    `LSTMSeq2SeqForConditionalGeneration.generate`), a row whose input token is one of them
-    has ended — generate() only pads it from then on — so it is dropped: the cache then
-    holds the surviving `rows` of the batch only, with their own copy of the encoder memory.
+    With `ended_rows` set (greedy search and sampling, see
+    `LSTMSeq2SeqForConditionalGeneration.generate`) the cache may hold only the rows of the
+    batch that are still being decoded.
     """
 
     is_compileable = False
@@ -105,20 +126,19 @@ class LSTMSeq2SeqCache:
         input_feed: torch.Tensor | None,
         attention_keys: torch.Tensor | None,
         seen_tokens: int = 0,
-        ended_token_ids: torch.Tensor | None = None,
-        rows: torch.Tensor | None = None,
-        memory: torch.Tensor | None = None,
-        memory_mask: torch.Tensor | None = None,
+        ended_rows: "EndedRows | None" = None,
     ):
         self.hidden = hidden  # (num_layers, batch, hidden_size): nn.RNN's native layout
         self.cell = cell
         self.input_feed = input_feed  # (batch, hidden_size)
         self.attention_keys = attention_keys  # (batch, src_len, hidden_size)
         self.seen_tokens = seen_tokens
-        self.ended_token_ids = ended_token_ids
-        self.rows = rows  # batch positions of the rows still decoded; None: all of them
-        self.memory = memory  # encoder outputs and mask of those rows (only when `rows` is set)
-        self.memory_mask = memory_mask
+        self.ended_rows = ended_rows
+
+    @property
+    def rows(self) -> torch.Tensor | None:
+        """Batch positions of the rows this cache holds; None when it holds the whole batch."""
+        return None if self.ended_rows is None else self.ended_rows.rows
 
     def keep_rows(self, keep: torch.Tensor) -> None:
         """Drop the rows where `keep` is False from every per-row tensor."""
@@ -129,12 +149,12 @@ class LSTMSeq2SeqCache:
             self.input_feed = self.input_feed[keep]
         if self.attention_keys is not None:
             self.attention_keys = self.attention_keys[keep]
-        self.rows, self.memory, self.memory_mask = self.rows[keep], self.memory[keep], self.memory_mask[keep]
+        self.ended_rows.keep(keep)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Beam search keeps the states of the surviving hypotheses (in place, as generate expects)."""
-        if self.rows is not None:
-            raise ValueError("A cache that dropped ended rows cannot be reordered for beam search.")
+        if self.ended_rows is not None:
+            raise ValueError("A cache that drops ended rows cannot be reordered for beam search.")
         self.hidden = self.hidden.index_select(1, beam_idx.to(self.hidden.device))
         if self.cell is not None:
             self.cell = self.cell.index_select(1, beam_idx.to(self.cell.device))
@@ -303,7 +323,7 @@ class LSTMSeq2SeqDecoder(nn.Module):
             cache = self.init_cache(encoder_outputs)
         memory = encoder_outputs.last_hidden_state
         memory_mask = encoder_attention_mask.bool()
-        if cache.ended_token_ids is not None and cache.seen_tokens > 0:
+        if cache.ended_rows is not None:
             input_ids, memory, memory_mask = self._drop_ended_rows(cache, input_ids, memory, memory_mask)
             if input_ids.shape[0] == 0:  # every sentence has ended: nothing left to compute
                 nothing = memory.new_zeros(0, input_ids.shape[1], self.config.hidden_size)
@@ -332,8 +352,7 @@ class LSTMSeq2SeqDecoder(nn.Module):
 
         hidden, cell = state if isinstance(state, tuple) else (state, None)
         new_cache = LSTMSeq2SeqCache(
-            hidden, cell, feed, cache.attention_keys, cache.seen_tokens + input_ids.shape[1], cache.ended_token_ids,
-            cache.rows, cache.memory, cache.memory_mask,
+            hidden, cell, feed, cache.attention_keys, cache.seen_tokens + input_ids.shape[1], cache.ended_rows
         )
         return vectors, new_cache, attention, embeddings, rnn_outputs
 
@@ -341,20 +360,19 @@ class LSTMSeq2SeqDecoder(nn.Module):
     def _drop_ended_rows(
         cache: LSTMSeq2SeqCache, input_ids: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Shrink `cache` (in place) to the rows that have not ended; returns their input ids, memory and mask.
-
-        generate() keeps computing finished sentences until the last one ends; for a batch
-        of sentences of different lengths that is a large share of the decoding work.
-        """
-        if cache.rows is None:
-            cache.rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-            cache.memory, cache.memory_mask = memory, memory_mask
-        input_ids = input_ids[cache.rows]
-        keep = ~torch.isin(input_ids[:, 0], cache.ended_token_ids.to(input_ids.device))
-        if not bool(keep.all()):
+        """Shrink `cache` (in place) to the rows still decoded; returns their input ids, memory and mask."""
+        state = cache.ended_rows
+        if state.rows is None:
+            state.rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+            state.memory, state.memory_mask = memory, memory_mask
+        input_ids = input_ids[state.rows]
+        ended = torch.isin(input_ids[:, 0], state.token_ids.to(input_ids.device))
+        state.ended = ended if state.ended is None else state.ended | ended
+        if int(state.ended.sum()) * 8 >= max(len(ended), 8) or bool(state.ended.all()):
+            keep = ~state.ended
             cache.keep_rows(keep)
             input_ids = input_ids[keep]
-        return input_ids, cache.memory, cache.memory_mask
+        return input_ids, state.memory, state.memory_mask
 
     def _cell_step(self, step_input: torch.Tensor, hidden: list[torch.Tensor], cell: list[torch.Tensor] | None) -> torch.Tensor:
         """One time step through every layer, updating `hidden`/`cell` (one tensor per layer) in place.
@@ -593,11 +611,13 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
         )
         new_cache = outputs.cache
         if new_cache is not None and cache is None and self._ended_token_ids is not None:
-            new_cache.ended_token_ids = self._ended_token_ids
-        if new_cache is not None and new_cache.rows is not None:  # the softmax layer only for rows still decoded
-            hidden = outputs.last_hidden_state
-            logits = hidden.new_zeros(*hidden.shape[:2], self.lm_head.out_features)
-            logits = logits.index_copy(0, new_cache.rows, self.lm_head(hidden[new_cache.rows]))
+            new_cache.ended_rows = EndedRows(self._ended_token_ids)
+        if new_cache is not None and new_cache.rows is not None:  # the softmax layer only for the rows held
+            state, hidden = new_cache.ended_rows, outputs.last_hidden_state
+            if state.logits is None:
+                state.logits = hidden.new_zeros(*hidden.shape[:2], self.lm_head.out_features)
+            # generate() copies the logits at once and ignores dropped rows, so one buffer serves every step.
+            logits = state.logits.index_copy_(0, state.rows, self.lm_head(hidden[state.rows]))
         else:
             logits = self.lm_head(outputs.last_hidden_state)
         loss = None
@@ -618,6 +638,7 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
 
 
 __all__ = [
+    "EndedRows",
     "LSTMSeq2SeqCache",
     "LSTMSeq2SeqEncoderOutput",
     "LSTMSeq2SeqForConditionalGeneration",
