@@ -8,8 +8,10 @@ import signal
 import time
 from pathlib import Path
 
+import datasets
 import torch
 from transformers import Seq2SeqTrainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,19 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
     def train(self, *args, **kwargs):
         self._target_tokens, self._tokens_since = 0, time.perf_counter()
         return super().train(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset=None):
+        """`group_by_length` groups by *target* length: the decoder's time loop and the softmax layer run over
+        target positions, so that is where padding costs (transformers groups by the first input's length)."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if (
+            self.args.train_sampling_strategy == "group_by_length"
+            and isinstance(dataset, datasets.Dataset)
+            and "labels" in dataset.column_names
+        ):
+            lengths = [len(labels) for labels in dataset["labels"]]
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
+        return super()._get_train_sampler(train_dataset)
 
     def evaluation_loop(self, *args, **kwargs):
         self.gather_function = self.accelerator.gather_for_metrics
