@@ -2,6 +2,13 @@
 
     python benchmarks/decode.py --model outputs/multi30k-en-de
     python benchmarks/decode.py --model DIR --test-file data.jsonl --source-lang en --target-lang ko --beams 1 5
+    python benchmarks/decode.py --model DIR --source-file test.tok.en --reference-file test.tok.de --keep-unk
+
+The second form reads plain text, one sentence per line, already tokenised the way the model
+was trained (e.g. the peer recipes' lowercased word-level files); BLEU is then computed on the
+hypotheses exactly as produced, with `tokenize="none"`, as the peers' `sacrebleu -tok none` does.
+`--hypotheses-dir` keeps the translations (beam{k}.hyp), `--json` the figures;
+`--single K` decodes once in the current process (for timing it from outside, e.g. GNU time).
 
 Each setting (greedy, beam k) runs in its own fresh process so that the peak RSS and the
 whole-process time are that setting's alone, as when the peers' `translate` commands are
@@ -40,11 +47,9 @@ def run_one(args: argparse.Namespace) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    pairs = [json.loads(line)["translation"] for line in Path(args.test_file).read_text().splitlines() if line.strip()]
-    sources = [pair[args.source_lang] for pair in pairs]
-    references = [pair[args.target_lang] for pair in pairs]
+    sources, references = read_test_set(args)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForSeq2SeqLM.from_pretrained(args.model).eval()
+    model = AutoModelForSeq2SeqLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).eval()
 
     started = time.perf_counter()
     order = sorted(range(len(sources)), key=lambda i: len(tokenizer.tokenize(sources[i])))
@@ -54,41 +59,100 @@ def run_one(args: argparse.Namespace) -> dict:
             batch = order[start : start + args.batch_size]
             inputs = tokenizer([sources[i] for i in batch], return_tensors="pt", padding=True)
             # max_length counts the start token; it is also the limit the saved generation config uses.
-            output = model.generate(**inputs, num_beams=args.single, max_length=args.max_new_tokens + 1)
-            for index, text in zip(batch, tokenizer.batch_decode(output, skip_special_tokens=True)):
+            output = model.generate(
+                **inputs, num_beams=args.single, max_length=args.max_new_tokens + 1, length_penalty=args.length_penalty
+            )
+            for index, text in zip(batch, detokenise(tokenizer, output, args.keep_unk)):
                 hypotheses[index] = text
     loop_seconds = time.perf_counter() - started
 
+    if args.hypotheses_dir:
+        folder = Path(args.hypotheses_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"beam{args.single}.hyp").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    if args.source_file:
+        # Already tokenised like the references: score the text as it is, as `sacrebleu -tok none` does
+        # (force: the tokenisation is deliberate, sacrebleu need not warn about it).
+        peer_style = sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none", force=True).score
+    else:
+        peer_style = sacrebleu.corpus_bleu(
+            [peer_tokenise(h) for h in hypotheses], [[peer_tokenise(r) for r in references]],
+            tokenize="none", force=True,
+        ).score
     return {
         "beams": args.single,
         "sentences": len(sources),
         "loop_seconds": loop_seconds,
-        "bleu_cased_13a": sacrebleu.corpus_bleu(hypotheses, [references]).score,
+        "bleu_cased_13a": sacrebleu.corpus_bleu(hypotheses, [references], force=bool(args.source_file)).score,
         "chrf": sacrebleu.corpus_chrf(hypotheses, [references]).score,
-        "bleu_peer_style": sacrebleu.corpus_bleu(
-            [peer_tokenise(h) for h in hypotheses], [[peer_tokenise(r) for r in references]], tokenize="none"
-        ).score,
+        "bleu_peer_style": peer_style,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def read_test_set(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Sources and references: two plain-text files (one sentence a line) or one JSONL in the translation layout."""
+    if args.source_file:
+        sources = Path(args.source_file).read_text(encoding="utf-8").splitlines()
+        references = Path(args.reference_file).read_text(encoding="utf-8").splitlines()
+        if len(sources) != len(references):
+            sys.exit(f"{args.source_file} has {len(sources)} lines but {args.reference_file} has {len(references)}")
+        return sources, references
+    pairs = [json.loads(line)["translation"] for line in Path(args.test_file).read_text().splitlines() if line.strip()]
+    return [pair[args.source_lang] for pair in pairs], [pair[args.target_lang] for pair in pairs]
+
+
+def detokenise(tokenizer, output, keep_unk: bool) -> list[str]:
+    """Generated ids → text; with `keep_unk`, `<unk>` stays in the text, as the peer toolkits print it.
+
+    skip_special_tokens would drop `<unk>` too, which shortens hypotheses the peers leave
+    `<unk>` in; so only padding, start and end tokens are removed before decoding.
+    """
+    if not keep_unk:
+        return tokenizer.batch_decode(output, skip_special_tokens=True)
+    dropped = {tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id}
+    return [
+        tokenizer.decode([i for i in row if i not in dropped], skip_special_tokens=False)
+        for row in output.tolist()
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="Saved translator folder.")
     parser.add_argument("--test-file", default=str(DEFAULT_TEST), help="JSONL in the HF translation layout.")
+    parser.add_argument("--source-file", help="Plain-text sources, one a line (instead of --test-file).")
+    parser.add_argument("--reference-file", help="Plain-text references, one a line (with --source-file).")
+    parser.add_argument("--keep-unk", action="store_true", help="Leave <unk> in the hypotheses, as the peers do.")
+    parser.add_argument("--hypotheses-dir", help="Write the translations to DIR/beam{k}.hyp.")
+    parser.add_argument("--json", help="Also write the figures (one row per beam size) to this JSON file.")
     parser.add_argument("--source-lang", default="en")
     parser.add_argument("--target-lang", default="de")
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--batch-size", type=int, default=64, help="Sentences per batch (the peers use 64).")
     parser.add_argument("--max-new-tokens", type=int, default=100, help="The peers decode up to 100 tokens.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
-    parser.add_argument("--single", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--length-penalty", type=float, default=0.0,
+        help="Beam score = log-probability / length**penalty; 0 ranks by log-probability, as the peers' `none`.",
+    )
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="Weights and compute.")
+    parser.add_argument(
+        "--single", type=int, metavar="K",
+        help="Decode once with beam size K in this process and print its figures as JSON (no whole-process time).",
+    )
     args = parser.parse_args()
-    if not Path(args.test_file).exists():
-        parser.error(f"test file {args.test_file} not found (the default needs ../shared/data beside the repo)")
+    if bool(args.source_file) != bool(args.reference_file):
+        parser.error("--source-file and --reference-file go together")
+    for path in [args.source_file, args.reference_file] if args.source_file else [args.test_file]:
+        if not Path(path).exists():
+            parser.error(f"test file {path} not found (the default needs ../shared/data beside the repo)")
 
     if args.single is not None:
-        print(json.dumps(run_one(args)))
+        row = run_one(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps([row], indent=2))
+        print(json.dumps(row))
         return
 
     rows = []
@@ -102,10 +166,13 @@ def main() -> None:
         row = json.loads(result.stdout.strip().splitlines()[-1])
         row["process_seconds"] = whole
         rows.append(row)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
 
     import torch
 
-    print(f"model {args.model}; test {args.test_file}; torch {torch.__version__}, "
+    test = f"{args.source_file} → {args.reference_file}" if args.source_file else args.test_file
+    print(f"model {args.model}; test {test}; torch {torch.__version__}, "
           f"threads {args.threads or torch.get_num_threads()}, batch {args.batch_size} sentences\n")
     print("| beams | decode loop s | whole process s | sentences/s (loop) | peak RSS MiB | BLEU (cased 13a) "
           "| BLEU (peer style) | chrF |")
