@@ -78,6 +78,7 @@ PEER_DATA_FILES = [f"{split}.tok.{lang}" for split in ("train", "val", "test") f
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decode import peer_tokenise  # the tokenisation decode.py scores "peer style" with
+from machine import cpu_model
 
 
 class StageError(RuntimeError):
@@ -719,15 +720,6 @@ def versions(args: argparse.Namespace) -> list[str]:
         f"- OpenNMT-py {onmt[0] if onmt else 'unknown'} (torch {onmt[1] if len(onmt) > 1 else '?'})",
         f"- JoeyNMT {joey[0] if joey else 'unknown'} (torch {joey[1] if len(joey) > 1 else '?'})",
     ]
-
-
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def recipe(data: dict, joiner: str) -> str:

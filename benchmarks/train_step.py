@@ -18,7 +18,6 @@ timed in alternating blocks within one run and the HF/bare ratio is the number t
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import time
@@ -35,6 +34,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from hf_rnn.translator.configuration_lstm_seq2seq import LSTMSeq2SeqConfig
 from hf_rnn.translator.modeling_lstm_seq2seq import LSTMSeq2SeqForConditionalGeneration
+from machine import cpu_model  # sibling module: scripts here run with benchmarks/ on sys.path
 
 PAD, BOS, EOS = 0, 1, 2
 FIRST_WORD_ID = 3
@@ -291,16 +291,6 @@ def measure(shape: Shape, input_feeding: bool, steps: int, rounds: int, warmup: 
         mean_target=tokens / (len(batches) * shape.batch_size),
         target_fill=tokens / sum(b.labels.numel() for b in batches),
     )
-
-
-def cpu_model() -> str:
-    """The CPU's name for the report (`platform.processor()` is empty on most Linux systems)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def report(results: list[Result], shape: Shape, args: argparse.Namespace) -> str:
