@@ -56,14 +56,15 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
         labels = inputs.get("labels")
-        if labels is not None:
-            self._target_tokens += int((labels != -100).sum())
+        if labels is not None:  # summed as a tensor: reading it every step would stall a GPU
+            self._target_tokens = self._target_tokens + (labels != -100).sum()
         return super().training_step(model, inputs, num_items_in_batch)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         now = time.perf_counter()
-        if "loss" in logs and self._target_tokens:
-            logs["target_tokens_per_second"] = round(self._target_tokens / (now - self._tokens_since), 1)
+        tokens = int(self._target_tokens)
+        if "loss" in logs and tokens:
+            logs["target_tokens_per_second"] = round(tokens / (now - self._tokens_since), 1)
         super().log(logs, start_time)
         # Every entry (evaluation too) starts a new interval, so evaluation time never counts as training.
         self._target_tokens, self._tokens_since = 0, time.perf_counter()

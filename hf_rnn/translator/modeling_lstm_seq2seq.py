@@ -532,6 +532,7 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
     """The translator: `LSTMSeq2SeqModel` plus the softmax layer, trainable with `labels` and usable with `generate()`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
+    _ended_token_ids: torch.Tensor | None = None  # set by generate() for greedy search and sampling
 
     def __init__(self, config: LSTMSeq2SeqConfig):
         super().__init__(config)
@@ -541,8 +542,6 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
 
     def get_encoder(self, modality: str | None = None) -> LSTMSeq2SeqEncoder:
         return self.model.encoder
-
-    _ended_token_ids: torch.Tensor | None = None  # set by generate() for greedy search and sampling
 
     def generate(self, *args, **kwargs):
         """`GenerationMixin.generate`, with sentences that have ended dropped from the batch in greedy search and sampling.
