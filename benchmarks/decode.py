@@ -39,7 +39,6 @@ def peer_tokenise(text: str) -> str:
 
 def run_one(args: argparse.Namespace) -> dict:
     """Child process: decode the whole test set once with one beam size and report the figures as JSON."""
-    import sacrebleu
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -70,6 +69,11 @@ def run_one(args: argparse.Namespace) -> dict:
         folder = Path(args.hypotheses_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"beam{args.single}.hyp").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    figures = {"beams": args.single, "sentences": len(sources), "loop_seconds": loop_seconds}
+    if args.no_score:  # scored elsewhere: keep sacrebleu out of the process, whose peak RSS is measured
+        return {**figures, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    import sacrebleu
+
     if args.source_file:
         # Already tokenised like the references: score the text as it is, as `sacrebleu -tok none` does
         # (force: the tokenisation is deliberate, sacrebleu need not warn about it).
@@ -80,9 +84,7 @@ def run_one(args: argparse.Namespace) -> dict:
             tokenize="none", force=True,
         ).score
     return {
-        "beams": args.single,
-        "sentences": len(sources),
-        "loop_seconds": loop_seconds,
+        **figures,
         "bleu_cased_13a": sacrebleu.corpus_bleu(hypotheses, [references], force=bool(args.source_file)).score,
         "chrf": sacrebleu.corpus_chrf(hypotheses, [references]).score,
         "bleu_peer_style": peer_style,
@@ -125,6 +127,7 @@ def main() -> None:
     parser.add_argument("--reference-file", help="Plain-text references, one a line (with --source-file).")
     parser.add_argument("--keep-unk", action="store_true", help="Leave <unk> in the hypotheses, as the peers do.")
     parser.add_argument("--hypotheses-dir", help="Write the translations to DIR/beam{k}.hyp.")
+    parser.add_argument("--no-score", action="store_true", help="With --single: decode and time only, no BLEU/chrF.")
     parser.add_argument("--json", help="Also write the figures (one row per beam size) to this JSON file.")
     parser.add_argument("--source-lang", default="en")
     parser.add_argument("--target-lang", default="de")
@@ -142,6 +145,8 @@ def main() -> None:
         help="Decode once with beam size K in this process and print its figures as JSON (no whole-process time).",
     )
     args = parser.parse_args()
+    if args.no_score and args.single is None:
+        parser.error("--no-score goes with --single (the table needs the scores)")
     if bool(args.source_file) != bool(args.reference_file):
         parser.error("--source-file and --reference-file go together")
     for path in [args.source_file, args.reference_file] if args.source_file else [args.test_file]:

@@ -24,11 +24,12 @@ Stages (each writes its raw results to OUT/<stage>.json, so any stage can be rer
   median over the logging intervals after --warmup-steps, in sentences/s (64 x steps / seconds
   between log lines, the same for every tool), target tokens/s as each tool counts them, and
   target tokens/s counted uniformly (sentences/s x mean target length incl. EOS).
-- decode: test2016 greedy and beam 5 with the throughput-stage models, --reps fresh processes
-  each, tools interleaved; decode loop and whole-process seconds (medians), peak RSS (GNU time,
+- decode: test2016 greedy and beam 5 with the quality-stage models (--decode-models throughput:
+  the short same-shape runs' models), --reps fresh processes each, tools interleaved; decode loop and whole-process seconds (medians), peak RSS (GNU time,
   max), BLEU the peer way (`-tok none` on the lowercased tokenised reference) and chrF.
-- quality: --quality-minutes of training per tool. hf-rnn runs its own recipe (--hf-config on the
-  raw text, its own tokenizer) with --max_train_minutes and no mid-run evaluation or checkpoints;
+- quality: --quality-minutes of training per tool. hf-rnn runs its own recipe (--hf-config; on the
+  peers' word-level data, or with --hf-quality-data raw on the raw text with its own tokenizer)
+  with --max_train_minutes and no mid-run evaluation or checkpoints;
   the peers get the number of steps their measured steady speed fits into the same minutes.
   BLEU/chrF the peer way, greedy and beam 5.
 - ceiling (optional, not in the default list): benchmarks/train_step.py, the bare-PyTorch twin.
@@ -57,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 RECIPES = SHARED / "bench" / "peers"
 MULTI30K = SHARED / "data" / "multi30k-en-de"
-STAGES = ("prep", "throughput", "decode", "quality", "report")
+STAGES = ("prep", "throughput", "quality", "decode", "report")
 OPTIONAL_STAGES = ("ceiling",)
 TOOLS = ("onmt", "joey", "hf")
 NAMES = {
@@ -525,16 +526,29 @@ def peer_decode_once(args: argparse.Namespace, tool: str, run_dir: Path, steps: 
     return rows
 
 
-def hf_decode_once(args: argparse.Namespace, model: Path, source: Path, keep: Path) -> dict:
-    """decode.py --single per beam size under GNU time: one fresh process each, as the peers' translate commands."""
+def hf_test_set(args: argparse.Namespace, data: str) -> list[str]:
+    """decode.py's test-set arguments for a model trained on the peers' word-level data or on the raw text."""
+    if data == "raw":
+        return ["--test-file", MULTI30K / "test_2016_flickr.jsonl"]
+    prep = read_json(args.out / "prep.json").get("results") or {}
+    if not prep:
+        raise StageError("hf-rnn's word-level test set comes from the prep stage: run it first")
+    return ["--source-file", Path(prep["hf_data"]) / "test.unk.en",
+            "--reference-file", args.peers_dir / "data" / "test.tok.de", "--keep-unk"]
+
+
+def hf_decode_once(args: argparse.Namespace, model: Path, data: str, keep: Path) -> dict:
+    """decode.py --single per beam size under GNU time: one fresh process each, as the peers' translate commands.
+
+    --no-score: the peers' translate processes do not score either (and sacrebleu would add to the peak RSS).
+    """
     rows = {}
     for beam in BEAMS:
         stamped = run([
             "/usr/bin/time", "-v", "-o", keep / f"beam{beam}.time", sys.executable, "benchmarks/decode.py",
-            "--model", model, "--source-file", source, "--reference-file", args.peers_dir / "data" / "test.tok.de",
-            "--keep-unk", "--batch-size", str(args.hf_decode_batch_size if beam > 1 else args.hf_greedy_batch_size),
-            "--single", str(beam),
-            "--hypotheses-dir", keep,
+            "--model", model, *hf_test_set(args, data), "--no-score",
+            "--batch-size", str(args.hf_decode_batch_size if beam > 1 else args.hf_greedy_batch_size),
+            "--single", str(beam), "--hypotheses-dir", keep,
         ], keep / f"beam{beam}.log", THREADS_ENV)
         figures = json.loads(next(line for _, line in reversed(stamped) if line.startswith("{")))
         timing = gnu_time(keep / f"beam{beam}.time")
@@ -543,25 +557,35 @@ def hf_decode_once(args: argparse.Namespace, model: Path, source: Path, keep: Pa
     return rows
 
 
-def stage_decode(args: argparse.Namespace) -> None:
-    """test2016 greedy and beam 5 with each tool's throughput-stage model, --reps rounds, tools interleaved."""
-    throughput = read_json(args.out / "throughput.json")
-    prep = read_json(args.out / "prep.json").get("results")
-    if not throughput or not prep:
-        raise StageError("decode needs the prep and throughput stages' JSON (the models come from the throughput runs)")
-    references = read_lines(args.peers_dir / "data" / "test.tok.de")
-    record = stage_record(args, args.out / "decode.json")
-    # Each tool decodes with the model its throughput run saved (hf-rnn: the input-feeding one).
-    models = {}
+def decode_models(args: argparse.Namespace) -> dict[str, dict]:
+    """Each tool's model for the decode stage: its equal-time (quality) model, or with --decode-models
+    throughput its same-shape throughput model (hf-rnn: the input-feeding one)."""
+    if args.decode_models == "quality":
+        entries = read_json(args.out / "quality.json").get("results", {})
+        models = {tool: {**entries[tool], "data": entries[tool].get("data", "raw") if tool == "hf" else None}
+                  for tool in args.tools if tool in entries}
+    else:
+        throughput = read_json(args.out / "throughput.json")
+        models = {}
+        for tool in args.tools:
+            entries = throughput.get("results", {}).get("hf-if-on" if tool == "hf" else tool) or [{}]
+            models[tool] = {"steps": throughput.get("steps"), **entries[-1], "data": "peers"}  # the last run's model
     for tool in args.tools:
-        entries = throughput.get("results", {}).get("hf-if-on" if tool == "hf" else tool) or [{}]
-        entry = models[tool] = {"steps": throughput.get("steps"), **entries[-1]}  # the last run left the model
-        saved = Path(entry.get("run_dir", "?")) / {"onmt": f"model_step_{entry['steps']}.pt",
-                                                    "joey": f"model/{entry['steps']}.ckpt", "hf": "config.json"}[tool]
+        entry = models.get(tool, {})
+        saved = Path(entry.get("run_dir", "?")) / {"onmt": f"model_step_{entry.get('steps')}.pt",
+                                                    "joey": f"model/{entry.get('steps')}.ckpt", "hf": "config.json"}[tool]
         if not saved.exists():
-            raise StageError(f"no {NAMES[tool]} model at {saved}: run the throughput stage for it first")
+            raise StageError(f"no {NAMES[tool]} model at {saved}: run the {args.decode_models} stage for it first")
+    return models
+
+
+def stage_decode(args: argparse.Namespace) -> None:
+    """test2016 greedy and beam 5 with each tool's model (see `decode_models`), --reps rounds, tools interleaved."""
+    references = read_lines(args.peers_dir / "data" / "test.tok.de")
+    models = decode_models(args)
+    record = stage_record(args, args.out / "decode.json")
     record.update(reps=args.reps, hf_decode_batch_size=args.hf_decode_batch_size,
-                  hf_greedy_batch_size=args.hf_greedy_batch_size)
+                  hf_greedy_batch_size=args.hf_greedy_batch_size, models=args.decode_models)
     counts = record.get("model_steps") if isinstance(record.get("model_steps"), dict) else {}
     record["model_steps"] = {**counts, **{tool: entry["steps"] for tool, entry in models.items()}}
     runs = {tool: [] for tool in args.tools}
@@ -572,7 +596,7 @@ def stage_decode(args: argparse.Namespace) -> None:
             say(f"decode rep {rep}/{args.reps}: {NAMES[tool]} greedy + beam 5 (load {load_average()})")
             run_dir = Path(models[tool]["run_dir"])
             if tool == "hf":
-                rows = hf_decode_once(args, run_dir, Path(prep["hf_data"]) / "test.unk.en", keep)
+                rows = hf_decode_once(args, run_dir, models[tool]["data"], keep)
             else:
                 rows = peer_decode_once(args, tool, run_dir, models[tool]["steps"], keep)
             runs[tool].append(rows)
@@ -582,6 +606,9 @@ def stage_decode(args: argparse.Namespace) -> None:
         record["results"][tool] = {}
         for beam in BEAMS:
             per_rep = [r[beam] for r in reps]
+            hypotheses = read_lines(Path(per_rep[-1]["hyp"]))
+            if tool == "hf" and models[tool]["data"] == "raw":
+                hypotheses = [peer_tokenise(h) for h in hypotheses]
             record["results"][tool][str(beam)] = {
                 "loop_s": statistics.median(r["loop_s"] for r in per_rep),
                 "process_s": statistics.median(r["process_s"] for r in per_rep),
@@ -589,7 +616,7 @@ def stage_decode(args: argparse.Namespace) -> None:
                 "loop_s_all": [round(r["loop_s"], 2) for r in per_rep],
                 "process_s_all": [round(r["process_s"], 2) for r in per_rep],
                 "sentences": len(references),
-                **score(read_lines(Path(per_rep[-1]["hyp"])), references),
+                **score(hypotheses, references),
             }
     write_json(args.out / "decode.json", record)
 
@@ -597,16 +624,24 @@ def stage_decode(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------- quality
 
 
-def hf_step_budget(throughput: dict, seconds: float) -> list[str]:
+def hf_step_budget(throughput: dict, seconds: float, input_feeding: bool) -> list[str]:
     """`--max_steps` so that the recipe's linear learning-rate decay ends inside the time budget.
 
-    The estimate is hf-rnn's same-shape steady speed (input feeding on) less 3 %: on 2026-11-27
-    the recipe's subword run went as fast as the word-level one (104 vs 102 sent/s; a 15 %
-    margin left it 2.4 of its 15 minutes unused). The time budget still stops the run if the
-    machine is slower than that.
+    The estimate is hf-rnn's same-shape steady speed (with the run's input feeding) less 3 %:
+    on 2026-11-27 the recipe's subword run went as fast as the word-level one (104 vs 102
+    sent/s; a 15 % margin left it 2.4 of its 15 minutes unused). The time budget still stops
+    the run if the machine is slower than that.
     """
-    speed = steady(throughput, "hf-if-on").get("sent_per_s")
+    speed = steady(throughput, "hf-if-on" if input_feeding else "hf-if-off").get("sent_per_s")
     return ["--max_steps", str(max(1, round(0.97 * speed / BATCH * seconds)))] if speed else []
+
+
+def hf_input_feeding(args: argparse.Namespace) -> bool:
+    """Whether hf-rnn's quality run feeds attention back: the config's choice unless --hf-train-args overrides it."""
+    extra = shlex.split(args.hf_train_args)
+    if "--input_feeding" in extra[:-1]:
+        return extra[extra.index("--input_feeding") + 1].lower() in ("true", "1", "yes")
+    return "input_feeding: false" not in Path(args.hf_config).read_text()
 
 
 def stage_quality(args: argparse.Namespace) -> None:
@@ -627,10 +662,20 @@ def stage_quality(args: argparse.Namespace) -> None:
         if tool == "hf":
             fresh(run_dir)
             say(f"quality: hf-rnn, {args.quality_minutes} min of training (load {load}) -> {run_dir}")
+            if args.hf_quality_data == "peers":  # the peers' lowercased words, their vocabularies, <unk> kept
+                prep = read_json(args.out / "prep.json").get("results") or {}
+                if not prep:
+                    raise StageError("--hf-quality-data peers needs prep.json (run the prep stage)")
+                hf_data = Path(prep["hf_data"])
+                data = ["--train_file", hf_data / "train.jsonl", "--tokenizer_name", hf_data / "tokenizer",
+                        "--decoder_vocab_size", str(prep["decoder_vocab_size"])]
+            else:  # raw cased text, hf-rnn's own subword tokenizer; test BLEU (cased 13a) at the end
+                data = ["--train_file", MULTI30K / "train.jsonl", "--validation_file", MULTI30K / "validation.jsonl",
+                        "--test_file", MULTI30K / "test_2016_flickr.jsonl"]
+            feeding = hf_input_feeding(args)
             stamped = run(hf_train_command(args, run_dir, [
-                "--train_file", MULTI30K / "train.jsonl", "--validation_file", MULTI30K / "validation.jsonl",
-                "--test_file", MULTI30K / "test_2016_flickr.jsonl", "--max_train_minutes", str(args.quality_minutes),
-                *hf_step_budget(throughput, seconds), *HF_QUALITY_OVERRIDES,
+                *data, "--max_train_minutes", str(args.quality_minutes),
+                *hf_step_budget(throughput, seconds, feeding), *HF_QUALITY_OVERRIDES,
             ]), run_dir / "train.out", THREADS_ENV)
             metrics = read_json(run_dir / "all_results.json")
             step_lines = [int(m.group(1)) for _, line in stamped if (m := re.search(r"reached at step (\d+)", line))]
@@ -639,15 +684,14 @@ def stage_quality(args: argparse.Namespace) -> None:
                 else round(metrics.get("train_steps_per_second", 0) * metrics.get("train_runtime", 0)))
             say("  decoding test2016 greedy + beam 5 (benchmarks/decode.py)")
             hyps = run_dir / "test-hypotheses"
-            run([sys.executable, "benchmarks/decode.py", "--model", run_dir, "--test-file",
-                 MULTI30K / "test_2016_flickr.jsonl", "--beams", *map(str, BEAMS), "--batch-size",
-                 str(args.hf_decode_batch_size), "--hypotheses-dir", hyps, "--json", run_dir / "decode.json"],
-                run_dir / "decode.out", THREADS_ENV)
+            run([sys.executable, "benchmarks/decode.py", "--model", run_dir, *hf_test_set(args, args.hf_quality_data),
+                 "--beams", *map(str, BEAMS), "--batch-size", str(args.hf_decode_batch_size),
+                 "--hypotheses-dir", hyps, "--json", run_dir / "decode.json"], run_dir / "decode.out", THREADS_ENV)
             # The peer way: lowercase + regex tokens, `-tok none` against the peers' tokenised reference.
             scores = {beam: score([peer_tokenise(h) for h in read_lines(hyps / f"beam{beam}.hyp")], references)
                       for beam in BEAMS}
-            entry = {"steps": steps, "train_loop_s": metrics.get("train_runtime"),
-                     "trainer_test_bleu_cased_13a": metrics.get("test_bleu")}
+            entry = {"steps": steps, "train_loop_s": metrics.get("train_runtime"), "data": args.hf_quality_data,
+                     "input_feeding": feeding, "trainer_test_bleu_cased_13a": metrics.get("test_bleu")}
         else:
             speed = steady(throughput, tool).get("sent_per_s")
             if not speed:
@@ -767,14 +811,16 @@ def report_decode(data: dict) -> list[str]:
     counts = data.get("model_steps", {})
     steps = (", ".join(f"{NAMES[t]} {n}" for t, n in counts.items()) if len(set(counts.values())) > 1
              else next(iter(counts.values()), "?"))
+    origin = ("the equal-time (quality) stage, so of similar quality" if data.get("models") == "quality"
+              else "the throughput stage (hf-rnn: input feeding on)")
     lines = [
-        f"test2016 (1,000 sentences), models from the throughput stage ({steps} steps; hf-rnn: input feeding on), "
+        f"test2016 (1,000 sentences), models from {origin} ({steps} steps), "
         f"batch 64 sentences (hf-rnn: greedy {data.get('hf_greedy_batch_size', data['hf_decode_batch_size'])}, "
         f"beam {data['hf_decode_batch_size']}), max 100 tokens, no length penalty; "
         f"medians of {data['reps']} fresh processes per setting, peak RSS the max. BLEU: `-tok none` against the "
         "lowercased tokenised reference, `<unk>` left in every hypothesis. Speed ratio: hf-rnn sent/s over the "
-        "faster peer's. Decoding time grows with the length of what a model writes, and these short-trained "
-        "models write different lengths (hyp tokens/sent), so output tokens/s is given too, with its own ratio. "
+        "faster peer's. Decoding time grows with the length of what a model writes, and models "
+        "write different lengths (hyp tokens/sent), so output tokens/s is given too, with its own ratio. "
         "Load before the stage: " + data["load_before"] + ".",
         "",
         ("| beams | tool | decode loop s | whole process s | sent/s (loop) | hyp tokens/sent | output tok/s (loop) "
@@ -812,9 +858,13 @@ def report_quality(data: dict) -> list[str]:
     if not data.get("results"):
         return ["(no quality.json)"]
     results = data["results"]
+    hf = results.get("hf", {})
+    hf_data = ("the peers' lowercased word-level data and vocabularies" if hf.get("data") == "peers"
+               else "the raw cased text with its own subword tokenizer")
+    feeding = {True: ", input feeding on", False: ", input feeding off"}.get(hf.get("input_feeding"), "")
     lines = [
-        f"{data['minutes']} minutes of training each. hf-rnn: its own recipe ({recipe(data, 'with')} on the raw cased "
-        "text with its own tokenizer) stopped by `--max_train_minutes`; "
+        f"{data['minutes']} minutes of training each. hf-rnn: its own recipe ({recipe(data, 'with')}{feeding}) on "
+        f"{hf_data}, stopped by `--max_train_minutes`; "
         "the peers: the recipes with the steps their steady speed (throughput stage) fits into the same time, so "
         "their actual training time depends on the load then and now (see the columns). "
         "BLEU the peer way (hf-rnn's hypotheses lowercased and regex-tokenised first); chrF of the beam-5 output on "
@@ -897,8 +947,9 @@ def stage_report(args: argparse.Namespace) -> None:
         "- hf-rnn's source embedding has one row per tokenizer id "
         + (f"({prep['unused_encoder_rows']:,} German-only rows never used by a source sentence, but updated by Adam)."
            if prep else "."),
-        ("- Equal-time quality: hf-rnn learns cased raw text with subwords and is scored after lowercasing and "
-         "tokenising; the peers learn lowercased words and print `<unk>` for rare ones (never a match)."),
+        ("- Equal-time quality with `--hf-quality-data raw`: hf-rnn learns cased raw text with subwords and is scored "
+         "after lowercasing and tokenising; the peers learn lowercased words and print `<unk>` for rare ones "
+         "(never a match). With `peers` (the default) all three learn, and print, the same words."),
         ("- Decoding time grows with the hypothesis length (column `hyp tokens/sent`): an undertrained model "
          "that rarely emits EOS runs to the 100-token limit. Whole-process time includes each toolkit's start-up."),
         "",
@@ -928,6 +979,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quality-minutes", type=float, default=15.0, help="training minutes per tool")
     parser.add_argument("--reps", type=int, default=3, help="fresh decoding processes per tool and beam size")
     parser.add_argument("--hf-config", default="configs/multi30k_en_de.yaml", help="hf-rnn's training config")
+    parser.add_argument("--hf-quality-data", choices=("peers", "raw"), default="peers",
+                        help="hf-rnn's equal-time training data: the peers' lowercased words, or the raw cased text")
+    parser.add_argument("--decode-models", choices=("quality", "throughput"), default="quality",
+                        help="decode the equal-time models (similar quality) or the short same-shape runs' models")
     parser.add_argument("--hf-decode-batch-size", type=int, default=64,
                         help="hf-rnn's beam-search batch (sentences; x beams rows)")
     parser.add_argument("--hf-greedy-batch-size", type=int, default=256,

@@ -109,7 +109,30 @@ def test_dropping_ended_sentences_leaves_greedy_output_unchanged(cell_type, inpu
     ended_at = {(row == eos).nonzero()[0, 0].item() if (row == eos).any() else None for row in stock}
     assert len(ended_at) >= 3, "the test needs sentences that end at different steps"
     assert rows_through_softmax[0] == len(stock) and min(rows_through_softmax) < len(stock)
-    assert model._ended_token_ids is None  # only set while generate() runs
+    assert model._ended_rows is None  # only set while generate() runs
+
+
+@pytest.mark.parametrize(
+    "early_stopping,length_penalty,num_return_sequences",
+    [(False, 1.0, 1), (True, 1.0, 2), ("never", 0.0, 1), (False, -0.5, 3)],
+)
+def test_dropping_done_sentences_leaves_beam_search_output_unchanged(early_stopping, length_penalty, num_return_sequences):
+    """Our generate() stops computing sentences no running beam can improve; stock generate computes them all."""
+    model = tiny_model(seed=3, hidden_size=32, embedding_size=16)
+    source, mask = random_batch([6, 2, 5, 3, 6, 4, 1, 5], model.config.vocab_size, seed=9)
+    kwargs = dict(
+        input_ids=source, attention_mask=mask, max_new_tokens=12, num_beams=4, early_stopping=early_stopping,
+        length_penalty=length_penalty, num_return_sequences=num_return_sequences,
+    )
+    rows_through_softmax = []
+    hook = model.lm_head.register_forward_hook(lambda module, args, out: rows_through_softmax.append(args[0].shape[0]))
+    with torch.no_grad():
+        ours = model.generate(**kwargs)
+        hook.remove()
+        stock = GenerationMixin.generate(model, **kwargs)
+    assert torch.equal(ours, stock)
+    assert rows_through_softmax[0] == 4 * len(source) and min(rows_through_softmax) < 4 * len(source)
+    assert model._ended_rows is None
 
 
 def test_rows_are_kept_when_generate_returns_per_row_scores():

@@ -83,21 +83,34 @@ class LSTMSeq2SeqEncoderOutput(ModelOutput):
 
 
 class EndedRows:
-    """Which rows of a greedy/sampling batch are still decoded, so that ended sentences cost nothing.
+    """Which rows of a generate() batch are still decoded, so that finished sentences cost nothing.
 
-    generate() pads a sentence after its end token and ignores its logits, yet keeps it in
-    the batch until the last sentence ends. A row whose input token is one of `token_ids`
-    has ended; once an eighth of the rows have, they are dropped together (dropping copies
-    the encoder memory, so one row at a time would cost more than it saves).
+    generate() keeps every sentence in the batch until the last one is done, although the
+    rows of a finished sentence can no longer change the output. Greedy search and sampling
+    pad a sentence after its end token: a row whose input token is one of `token_ids` has
+    ended. Beam search (`num_beams` > 1) keeps decoding a sentence whose finished hypotheses
+    no running beam can beat any more: generate() reports those in `done_items` and all their
+    `num_beams` rows have ended. Ended rows are dropped once an eighth of the held rows have
+    ended (dropping copies the encoder memory, so one row at a time would cost more than it saves).
     """
 
-    def __init__(self, token_ids: torch.Tensor):
+    def __init__(self, token_ids: torch.Tensor | None = None, num_beams: int = 1):
         self.token_ids = token_ids
+        self.num_beams = num_beams
+        self.done_items: torch.Tensor | None = None  # (batch,) beam search: sentences that can no longer change
         self.rows: torch.Tensor | None = None  # batch positions still held
         self.memory: torch.Tensor | None = None  # their encoder outputs and mask
         self.memory_mask: torch.Tensor | None = None
         self.ended: torch.Tensor | None = None  # held rows that have ended (computed until the next drop)
         self.logits: torch.Tensor | None = None  # (batch, 1, vocab) returned every step, only held rows rewritten
+
+    def ended_now(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Which held rows (whose next input tokens are `input_ids`) have ended."""
+        if self.num_beams == 1:
+            return torch.isin(input_ids[:, 0], self.token_ids.to(input_ids.device))
+        if self.done_items is None:
+            return torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
+        return self.done_items.to(input_ids.device).repeat_interleave(self.num_beams)[self.rows]
 
     def keep(self, keep: torch.Tensor) -> None:
         self.rows, self.ended = self.rows[keep], self.ended[keep]
@@ -112,9 +125,8 @@ class LSTMSeq2SeqCache:
     last token (hidden, cell, the input-feeding vector) plus the projected attention keys,
     which depend only on the source and are worth computing once.
 
-    With `ended_rows` set (greedy search and sampling, see
-    `LSTMSeq2SeqForConditionalGeneration.generate`) the cache may hold only the rows of the
-    batch that are still being decoded.
+    With `ended_rows` set (see `LSTMSeq2SeqForConditionalGeneration.generate`) the cache may
+    hold only the rows of the batch that are still being decoded.
     """
 
     is_compileable = False
@@ -152,9 +164,16 @@ class LSTMSeq2SeqCache:
         self.ended_rows.keep(keep)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        """Beam search keeps the states of the surviving hypotheses (in place, as generate expects)."""
-        if self.ended_rows is not None:
-            raise ValueError("A cache that drops ended rows cannot be reordered for beam search.")
+        """Beam search keeps the states of the surviving hypotheses (in place, as generate expects).
+
+        `beam_idx` indexes the whole batch. When rows were dropped, a held row's new state comes
+        from a row of the same sentence, which is held too (a sentence's beams are dropped together).
+        """
+        rows = self.rows
+        if rows is not None:
+            position = torch.full_like(beam_idx, -1, dtype=torch.long)
+            position[rows] = torch.arange(len(rows), device=beam_idx.device)
+            beam_idx = position[beam_idx[rows]]
         self.hidden = self.hidden.index_select(1, beam_idx.to(self.hidden.device))
         if self.cell is not None:
             self.cell = self.cell.index_select(1, beam_idx.to(self.cell.device))
@@ -366,7 +385,7 @@ class LSTMSeq2SeqDecoder(nn.Module):
             state.rows = torch.arange(input_ids.shape[0], device=input_ids.device)
             state.memory, state.memory_mask = memory, memory_mask
         input_ids = input_ids[state.rows]
-        ended = torch.isin(input_ids[:, 0], state.token_ids.to(input_ids.device))
+        ended = state.ended_now(input_ids)
         state.ended = ended if state.ended is None else state.ended | ended
         if int(state.ended.sum()) * 8 >= max(len(ended), 8) or bool(state.ended.all()):
             keep = ~state.ended
@@ -532,7 +551,7 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
     """The translator: `LSTMSeq2SeqModel` plus the softmax layer, trainable with `labels` and usable with `generate()`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
-    _ended_token_ids: torch.Tensor | None = None  # set by generate() for greedy search and sampling
+    _ended_rows: EndedRows | None = None  # set by generate() while it runs, when finished sentences may be dropped
 
     def __init__(self, config: LSTMSeq2SeqConfig):
         super().__init__(config)
@@ -544,26 +563,42 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
         return self.model.encoder
 
     def generate(self, *args, **kwargs):
-        """`GenerationMixin.generate`, with sentences that have ended dropped from the batch in greedy search and sampling.
+        """`GenerationMixin.generate`, with finished sentences dropped from the batch (see `EndedRows`).
 
-        generate() appends padding to finished sentences and ignores their logits, so not
-        computing them leaves the output unchanged. Skipped (all rows computed, as stock
-        generate does) for beam search, and when scores, logits, attentions or hidden states
-        are returned, since those expose every row's values.
+        The rows of a finished sentence can no longer change the output, so not computing
+        them leaves it unchanged: greedy search and sampling pad a sentence after its end
+        token; beam search stops extending a sentence once no running beam can beat its
+        finished hypotheses. Skipped (all rows computed, as stock generate does) for beam
+        sampling, whose random draws depend on every row, and when scores, logits,
+        attentions or hidden states are returned, since those expose every row's values.
         """
         config = copy.deepcopy(kwargs.get("generation_config") or self.generation_config)
         config.update(**{key: value for key, value in kwargs.items() if key != "generation_config"})
-        eos = config.eos_token_id
+        eos, num_beams = config.eos_token_id, config.num_beams or 1
         returns_per_row_values = config.return_dict_in_generate and (
             config.output_scores or config.output_logits or config.output_attentions or config.output_hidden_states
         )
         speculative = kwargs.get("assistant_model") is not None or config.prompt_lookup_num_tokens is not None
-        if (config.num_beams or 1) == 1 and eos is not None and not returns_per_row_values and not speculative:
-            self._ended_token_ids = torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos])
+        if eos is not None and not returns_per_row_values and not speculative:
+            if num_beams == 1:
+                self._ended_rows = EndedRows(token_ids=torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos]))
+            elif not config.do_sample:
+                self._ended_rows = EndedRows(num_beams=num_beams)
         try:
             return super().generate(*args, **kwargs)
         finally:
-            self._ended_token_ids = None
+            self._ended_rows = None
+
+    def _check_early_stop_heuristic(self, **kwargs) -> torch.Tensor:
+        """Beam search's per-sentence test "can a running beam still beat the finished ones?", whose
+        negative marks a sentence done for good: its rows are then dropped (see `EndedRows`)."""
+        can_improve = super()._check_early_stop_heuristic(**kwargs)
+        if self._ended_rows is not None and self._ended_rows.num_beams > 1:
+            done = ~can_improve[:, 0]
+            if kwargs["early_stopping"] is True:  # a sentence with num_beams finished hypotheses takes no more
+                done |= kwargs["is_sent_finished"].all(dim=-1)
+            self._ended_rows.done_items = done
+        return can_improve
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
@@ -609,8 +644,8 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
             return_dict=True,
         )
         new_cache = outputs.cache
-        if new_cache is not None and cache is None and self._ended_token_ids is not None:
-            new_cache.ended_rows = EndedRows(self._ended_token_ids)
+        if new_cache is not None and cache is None and self._ended_rows is not None:
+            new_cache.ended_rows = self._ended_rows
         if new_cache is not None and new_cache.rows is not None:  # the softmax layer only for the rows held
             state, hidden = new_cache.ended_rows, outputs.last_hidden_state
             if state.logits is None:
