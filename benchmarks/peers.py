@@ -62,7 +62,8 @@ STAGES = ("prep", "throughput", "quality", "decode", "report")
 OPTIONAL_STAGES = ("ceiling",)
 TOOLS = ("onmt", "joey", "hf")
 NAMES = {
-    "onmt": "OpenNMT-py", "joey": "JoeyNMT", "hf": "hf-rnn", "hf-if-on": "hf-rnn IF on", "hf-if-off": "hf-rnn IF off"
+    "onmt": "OpenNMT-py", "joey": "JoeyNMT", "hf": "hf-rnn", "hf-if-on": "hf-rnn IF on", "hf-if-off": "hf-rnn IF off",
+    "hf-bf16": "hf-rnn, bf16 weights",
 }
 BATCH = 64  # sentences per training batch: the peer recipes' shape (and configs/multi30k_en_de.yaml's)
 BEAMS = (1, 5)
@@ -526,6 +527,12 @@ def peer_decode_once(args: argparse.Namespace, tool: str, run_dir: Path, steps: 
     return rows
 
 
+def peer_text(hypotheses: list[str], data: str) -> list[str]:
+    """hf-rnn's output as the peers score theirs: raw-text output is lowercased and regex-tokenised first;
+    word-level output already is (tokenising it again would split `<unk>` into `< unk >`)."""
+    return [peer_tokenise(h) for h in hypotheses] if data == "raw" else hypotheses
+
+
 def hf_test_set(args: argparse.Namespace, data: str) -> list[str]:
     """decode.py's test-set arguments for a model trained on the peers' word-level data or on the raw text."""
     if data == "raw":
@@ -537,7 +544,7 @@ def hf_test_set(args: argparse.Namespace, data: str) -> list[str]:
             "--reference-file", args.peers_dir / "data" / "test.tok.de", "--keep-unk"]
 
 
-def hf_decode_once(args: argparse.Namespace, model: Path, data: str, keep: Path) -> dict:
+def hf_decode_once(args: argparse.Namespace, model: Path, data: str, keep: Path, dtype: str = "float32") -> dict:
     """decode.py --single per beam size under GNU time: one fresh process each, as the peers' translate commands.
 
     --no-score: the peers' translate processes do not score either (and sacrebleu would add to the peak RSS).
@@ -546,7 +553,7 @@ def hf_decode_once(args: argparse.Namespace, model: Path, data: str, keep: Path)
     for beam in BEAMS:
         stamped = run([
             "/usr/bin/time", "-v", "-o", keep / f"beam{beam}.time", sys.executable, "benchmarks/decode.py",
-            "--model", model, *hf_test_set(args, data), "--no-score",
+            "--model", model, *hf_test_set(args, data), "--no-score", "--dtype", dtype,
             "--batch-size", str(args.hf_decode_batch_size if beam > 1 else args.hf_greedy_batch_size),
             "--single", str(beam), "--hypotheses-dir", keep,
         ], keep / f"beam{beam}.log", THREADS_ENV)
@@ -588,15 +595,20 @@ def stage_decode(args: argparse.Namespace) -> None:
                   hf_greedy_batch_size=args.hf_greedy_batch_size, models=args.decode_models)
     counts = record.get("model_steps") if isinstance(record.get("model_steps"), dict) else {}
     record["model_steps"] = {**counts, **{tool: entry["steps"] for tool, entry in models.items()}}
-    runs = {tool: [] for tool in args.tools}
+    order = [t for t in ("onmt", "hf", "joey") if t in args.tools]
+    if "hf" in order and args.hf_bf16_decode:  # reported apart: not the arithmetic the peers do
+        order.insert(order.index("hf") + 1, "hf-bf16")
+        models["hf-bf16"] = models["hf"]
+    runs = {tool: [] for tool in order}
     for rep in range(1, args.reps + 1):
-        for tool in [t for t in ("onmt", "hf", "joey") if t in args.tools]:
+        for tool in order:
             keep = args.runs_dir / "decode" / tool / f"rep{rep}"
             keep.mkdir(parents=True, exist_ok=True)
             say(f"decode rep {rep}/{args.reps}: {NAMES[tool]} greedy + beam 5 (load {load_average()})")
             run_dir = Path(models[tool]["run_dir"])
-            if tool == "hf":
-                rows = hf_decode_once(args, run_dir, models[tool]["data"], keep)
+            if tool.startswith("hf"):
+                dtype = "bfloat16" if tool == "hf-bf16" else "float32"
+                rows = hf_decode_once(args, run_dir, models[tool]["data"], keep, dtype)
             else:
                 rows = peer_decode_once(args, tool, run_dir, models[tool]["steps"], keep)
             runs[tool].append(rows)
@@ -607,8 +619,8 @@ def stage_decode(args: argparse.Namespace) -> None:
         for beam in BEAMS:
             per_rep = [r[beam] for r in reps]
             hypotheses = read_lines(Path(per_rep[-1]["hyp"]))
-            if tool == "hf" and models[tool]["data"] == "raw":
-                hypotheses = [peer_tokenise(h) for h in hypotheses]
+            if tool.startswith("hf"):
+                hypotheses = peer_text(hypotheses, models[tool]["data"])
             record["results"][tool][str(beam)] = {
                 "loop_s": statistics.median(r["loop_s"] for r in per_rep),
                 "process_s": statistics.median(r["process_s"] for r in per_rep),
@@ -687,8 +699,7 @@ def stage_quality(args: argparse.Namespace) -> None:
             run([sys.executable, "benchmarks/decode.py", "--model", run_dir, *hf_test_set(args, args.hf_quality_data),
                  "--beams", *map(str, BEAMS), "--batch-size", str(args.hf_decode_batch_size),
                  "--hypotheses-dir", hyps, "--json", run_dir / "decode.json"], run_dir / "decode.out", THREADS_ENV)
-            # The peer way: lowercase + regex tokens, `-tok none` against the peers' tokenised reference.
-            scores = {beam: score([peer_tokenise(h) for h in read_lines(hyps / f"beam{beam}.hyp")], references)
+            scores = {beam: score(peer_text(read_lines(hyps / f"beam{beam}.hyp"), args.hf_quality_data), references)
                       for beam in BEAMS}
             entry = {"steps": steps, "train_loop_s": metrics.get("train_runtime"), "data": args.hf_quality_data,
                      "input_feeding": feeding, "trainer_test_bleu_cased_13a": metrics.get("test_bleu")}
@@ -837,11 +848,11 @@ def report_decode(data: dict) -> list[str]:
             return r["sentences"] * r["hyp_tokens"] / r["loop_s"] if r.get("hyp_tokens") else None
 
         best_rate = max((token_rate(p) or 0 for p in peers), default=None) or None
-        for tool in ("onmt", "joey", "hf"):
+        for tool in ("onmt", "joey", "hf", "hf-bf16"):
             if tool not in results:
                 continue
             r = results[tool][beam]
-            hf = tool == "hf"
+            hf = tool.startswith("hf")
             rate = token_rate(r)
             lines.append(
                 f"| {beam} | {NAMES[tool]} | {r['loop_s']:.1f} | {r['process_s']:.1f} "
@@ -867,8 +878,9 @@ def report_quality(data: dict) -> list[str]:
         f"{hf_data}, stopped by `--max_train_minutes`; "
         "the peers: the recipes with the steps their steady speed (throughput stage) fits into the same time, so "
         "their actual training time depends on the load then and now (see the columns). "
-        "BLEU the peer way (hf-rnn's hypotheses lowercased and regex-tokenised first); chrF of the beam-5 output on "
-        "the same text. Load before the stage: " + data["load_before"] + ".",
+        "BLEU the peer way, `-tok none` against the lowercased tokenised reference"
+        + (" (hf-rnn's hypotheses lowercased and regex-tokenised first)" if hf.get("data") != "peers" else "")
+        + "; chrF of the beam-5 output on the same text. Load before the stage: " + data["load_before"] + ".",
         "",
         ("| tool | training loop min | wall min (GNU time) | steps | BLEU greedy | BLEU beam 5 | chrF beam 5 "
          "| beam-5 BLEU vs better peer |"),
@@ -981,6 +993,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hf-config", default="configs/multi30k_en_de.yaml", help="hf-rnn's training config")
     parser.add_argument("--hf-quality-data", choices=("peers", "raw"), default="peers",
                         help="hf-rnn's equal-time training data: the peers' lowercased words, or the raw cased text")
+    parser.add_argument("--hf-bf16-decode", action="store_true",
+                        help="decode also with hf-rnn's weights in bfloat16 (a separate row: not the peers' arithmetic)")
     parser.add_argument("--decode-models", choices=("quality", "throughput"), default="quality",
                         help="decode the equal-time models (similar quality) or the short same-shape runs' models")
     parser.add_argument("--hf-decode-batch-size", type=int, default=64,

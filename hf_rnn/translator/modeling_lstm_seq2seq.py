@@ -589,11 +589,12 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
         finally:
             self._ended_rows = None
 
-    def _check_early_stop_heuristic(self, **kwargs) -> torch.Tensor:
+    def _check_early_stop_heuristic(self, *args, **kwargs) -> torch.Tensor:
         """Beam search's per-sentence test "can a running beam still beat the finished ones?", whose
         negative marks a sentence done for good: its rows are then dropped (see `EndedRows`)."""
-        can_improve = super()._check_early_stop_heuristic(**kwargs)
-        if self._ended_rows is not None and self._ended_rows.num_beams > 1:
+        can_improve = super()._check_early_stop_heuristic(*args, **kwargs)
+        # transformers 5 passes keywords; called any other way, every row is simply kept.
+        if self._ended_rows is not None and self._ended_rows.num_beams > 1 and not args:
             done = ~can_improve[:, 0]
             if kwargs["early_stopping"] is True:  # a sentence with num_beams finished hypotheses takes no more
                 done |= kwargs["is_sent_finished"].all(dim=-1)
