@@ -25,8 +25,10 @@ Stages (each writes its raw results to OUT/<stage>.json, so any stage can be rer
   between log lines, the same for every tool), target tokens/s as each tool counts them, and
   target tokens/s counted uniformly (sentences/s x mean target length incl. EOS).
 - decode: test2016 greedy and beam 5 with the quality-stage models (--decode-models throughput:
-  the short same-shape runs' models), --reps fresh processes each, tools interleaved; decode loop and whole-process seconds (medians), peak RSS (GNU time,
-  max), BLEU the peer way (`-tok none` on the lowercased tokenised reference) and chrF.
+  the short same-shape runs' models), --reps fresh processes each, tools interleaved; decode
+  loop and whole-process seconds (medians), peak RSS (GNU time, max), BLEU the peer way
+  (`-tok none` on the lowercased tokenised reference) and chrF. --hf-bf16-decode adds hf-rnn
+  with bfloat16 weights as a separate row.
 - quality: --quality-minutes of training per tool. hf-rnn runs its own recipe (--hf-config; on the
   peers' word-level data, or with --hf-quality-data raw on the raw text with its own tokenizer)
   with --max_train_minutes and no mid-run evaluation or checkpoints;
