@@ -59,7 +59,8 @@ def run_one(args: argparse.Namespace) -> dict:
             inputs = tokenizer([sources[i] for i in batch], return_tensors="pt", padding=True)
             # max_length counts the start token; it is also the limit the saved generation config uses.
             output = model.generate(
-                **inputs, num_beams=args.single, max_length=args.max_new_tokens + 1, length_penalty=args.length_penalty
+                **inputs, num_beams=args.single, max_length=args.max_new_tokens + 1, length_penalty=args.length_penalty,
+                **({"early_stopping": args.early_stopping} if args.early_stopping is not None else {}),
             )
             for index, text in zip(batch, detokenise(tokenizer, output, args.keep_unk)):
                 hypotheses[index] = text
@@ -138,6 +139,11 @@ def main() -> None:
     parser.add_argument(
         "--length-penalty", type=float, default=0.0,
         help="Beam score = log-probability / length**penalty; 0 ranks by log-probability, as the peers' `none`.",
+    )
+    parser.add_argument(
+        "--early-stopping", type=lambda v: {"true": True, "false": False}.get(v.lower(), v), choices=[True, False, "never"],
+        help="Beam search stops a sentence once num_beams hypotheses ended (true), once no running one can beat them "
+        "(false), or never; unset: the model's generation config.",
     )
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="Weights and compute.")
     parser.add_argument(
