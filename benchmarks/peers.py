@@ -450,11 +450,17 @@ def fresh(run_dir: Path) -> Path:
     return run_dir
 
 
-def stage_throughput(args: argparse.Namespace) -> None:
-    """Same-shape training speed, interleaved ONMT, hf-rnn IF on, Joey, hf-rnn IF off."""
+def prep_results(args: argparse.Namespace) -> dict:
+    """The prep stage's results (hf-rnn's copy of the peers' data, its tokenizer and vocabulary sizes)."""
     prep = read_json(args.out / "prep.json").get("results")
     if not prep:
         raise StageError(f"{args.out / 'prep.json'} is missing: run the prep stage first")
+    return prep
+
+
+def stage_throughput(args: argparse.Namespace) -> None:
+    """Same-shape training speed, interleaved ONMT, hf-rnn IF on, Joey, hf-rnn IF off."""
+    prep = prep_results(args)
     if "hf" in args.tools:
         require_hf_flags("decoder_vocab_size")
     record = stage_record(args, args.out / "throughput.json")
@@ -539,10 +545,7 @@ def hf_test_set(args: argparse.Namespace, data: str) -> list[str]:
     """decode.py's test-set arguments for a model trained on the peers' word-level data or on the raw text."""
     if data == "raw":
         return ["--test-file", MULTI30K / "test_2016_flickr.jsonl"]
-    prep = read_json(args.out / "prep.json").get("results") or {}
-    if not prep:
-        raise StageError("hf-rnn's word-level test set comes from the prep stage: run it first")
-    return ["--source-file", Path(prep["hf_data"]) / "test.unk.en",
+    return ["--source-file", Path(prep_results(args)["hf_data"]) / "test.unk.en",
             "--reference-file", args.peers_dir / "data" / "test.tok.de", "--keep-unk"]
 
 
@@ -651,11 +654,16 @@ def hf_step_budget(throughput: dict, seconds: float, input_feeding: bool) -> lis
 
 
 def hf_input_feeding(args: argparse.Namespace) -> bool:
-    """Whether hf-rnn's quality run feeds attention back: the config's choice unless --hf-train-args overrides it."""
-    extra = shlex.split(args.hf_train_args)
-    if "--input_feeding" in extra[:-1]:
-        return extra[extra.index("--input_feeding") + 1].lower() in ("true", "1", "yes")
-    return "input_feeding: false" not in Path(args.hf_config).read_text()
+    """Whether hf-rnn's quality run feeds attention back, as train.py reads --hf-config plus --hf-train-args."""
+    code = (
+        "import sys; from hf_rnn.training.arguments import parse_args; "
+        "print(parse_args(sys.argv[1:])[0].input_feeding)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, args.hf_config, *shlex.split(args.hf_train_args)],
+                            cwd=REPO, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise StageError(f"train.py cannot read {args.hf_config} {args.hf_train_args}:\n{result.stderr[-2000:]}")
+    return result.stdout.split()[-1] == "True"
 
 
 def stage_quality(args: argparse.Namespace) -> None:
@@ -677,9 +685,7 @@ def stage_quality(args: argparse.Namespace) -> None:
             fresh(run_dir)
             say(f"quality: hf-rnn, {args.quality_minutes} min of training (load {load}) -> {run_dir}")
             if args.hf_quality_data == "peers":  # the peers' lowercased words, their vocabularies, <unk> kept
-                prep = read_json(args.out / "prep.json").get("results") or {}
-                if not prep:
-                    raise StageError("--hf-quality-data peers needs prep.json (run the prep stage)")
+                prep = prep_results(args)
                 hf_data = Path(prep["hf_data"])
                 data = ["--train_file", hf_data / "train.jsonl", "--tokenizer_name", hf_data / "tokenizer",
                         "--decoder_vocab_size", str(prep["decoder_vocab_size"])]
