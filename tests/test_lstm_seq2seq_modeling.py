@@ -5,11 +5,14 @@ import itertools
 import pytest
 import torch
 from transformers import GenerationMixin
+from transformers.generation.logits_process import SequenceBiasLogitsProcessor
 from helpers import random_batch, tiny_config, tiny_model
 from torch.func import functional_call
 
 from hf_rnn import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
+from hf_rnn.translator import modeling_lstm_seq2seq as modeling
 from hf_rnn.translator.configuration_lstm_seq2seq import ATTENTION_TYPES, CELL_TYPES
+from hf_rnn.translator.modeling_lstm_seq2seq import EndedRows
 
 COMBINATIONS = list(itertools.product(CELL_TYPES, ATTENTION_TYPES, [True, False]))
 
@@ -114,7 +117,7 @@ def test_dropping_ended_sentences_leaves_greedy_output_unchanged(cell_type, inpu
 
 @pytest.mark.parametrize(
     "early_stopping,length_penalty,num_return_sequences",
-    [(False, 1.0, 1), (True, 1.0, 2), ("never", 0.0, 1), (False, -0.5, 3)],
+    [(False, 1.0, 1), (True, 1.0, 2), ("never", 0.0, 1), (False, -0.5, 3), (False, 0.0, 1), (True, 0.0, 2)],
 )
 def test_dropping_done_sentences_leaves_beam_search_output_unchanged(early_stopping, length_penalty, num_return_sequences):
     """Our generate() stops computing sentences no running beam can improve; stock generate computes them all."""
@@ -133,6 +136,44 @@ def test_dropping_done_sentences_leaves_beam_search_output_unchanged(early_stopp
     assert torch.equal(ours, stock)
     assert rows_through_softmax[0] == 4 * len(source) and min(rows_through_softmax) < 4 * len(source)
     assert model._ended_rows is None
+
+
+def test_a_sentence_settles_once_no_running_beam_can_reach_its_returned_hypotheses():
+    """The bound is the best running score at the length that favours it most; hand-computed cases."""
+    running = torch.tensor([[-3.0, -5.0], [-3.0, -5.0]])
+    finished = torch.tensor([[-2.5, -4.0], [-3.5, -1e9]])
+    filled = torch.tensor([[True, True], [True, False]])
+    at = dict(cur_len=5, max_length=11, decoder_prompt_len=1)
+    rows = EndedRows(num_beams=2)
+    assert not rows.sentences_settled(running, finished, filled, length_penalty=0.0, **at).any()  # processors unknown
+    rows.scores_never_rise = True
+    # No penalty: -2.5 > -3.0 settles sentence 0; sentence 1's best (-3.5) could still be beaten.
+    assert rows.sentences_settled(running, finished, filled, length_penalty=0.0, **at).tolist() == [True, False]
+    # Positive penalty: the bound is -3.0 / 10 (the longest allowed length), above both finished scores.
+    assert rows.sentences_settled(running, finished, filled, length_penalty=1.0, **at).tolist() == [False, False]
+    # Negative penalty: the bound is -3.0 * 4**0.5 = -6.0 (the shortest length still to come).
+    assert rows.sentences_settled(running, finished, filled, length_penalty=-0.5, **at).tolist() == [True, True]
+    # Two returned hypotheses: sentence 0's second (-4.0) is below -3.0, sentence 1 has only one.
+    rows.num_return_sequences = 2
+    assert rows.sentences_settled(running, finished, filled, length_penalty=0.0, **at).tolist() == [False, False]
+
+
+def test_beam_search_keeps_every_sentence_open_when_a_processor_can_raise_scores(monkeypatch):
+    """A positive sequence bias can lift a later hypothesis above an early best one: no settling then."""
+    model = tiny_model(seed=3, hidden_size=32, embedding_size=16)
+    source, mask = random_batch([6, 2, 5, 3, 6, 4, 1, 5], model.config.vocab_size, seed=9)
+    kwargs = dict(
+        input_ids=source, attention_mask=mask, max_new_tokens=12, num_beams=4, length_penalty=0.0,
+        sequence_bias={(3, model.config.eos_token_id): 10.0},
+    )
+    with torch.no_grad():
+        stock = GenerationMixin.generate(model, **kwargs)
+        assert torch.equal(model.generate(**kwargs), stock)
+        # The case is sensitive: settling anyway (as if the bias could not raise scores) changes the output.
+        raising = (SequenceBiasLogitsProcessor,)
+        monkeypatch.setattr(modeling, "NON_RAISING_PROCESSORS", modeling.NON_RAISING_PROCESSORS + raising)
+        forced = model.generate(**kwargs)
+    assert forced.shape != stock.shape or not torch.equal(forced, stock)
 
 
 def test_rows_are_kept_when_generate_returns_per_row_scores():

@@ -19,11 +19,25 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.generation import logits_process
 from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 
 from .configuration_lstm_seq2seq import LSTMSeq2SeqConfig
 
 RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+# Logits processors that keep log-probabilities <= 0 (they mask tokens, force one, or scale a negative
+# score by a positive factor): with only these, a beam's score can never rise as it grows.
+NON_RAISING_PROCESSORS = tuple(
+    getattr(logits_process, name)
+    for name in (
+        "MinLengthLogitsProcessor", "MinNewTokensLengthLogitsProcessor", "RepetitionPenaltyLogitsProcessor",
+        "EncoderRepetitionPenaltyLogitsProcessor", "NoRepeatNGramLogitsProcessor",
+        "EncoderNoRepeatNGramLogitsProcessor", "NoBadWordsLogitsProcessor", "PrefixConstrainedLogitsProcessor",
+        "ForcedBOSTokenLogitsProcessor", "ForcedEOSTokenLogitsProcessor", "SuppressTokensLogitsProcessor",
+        "SuppressTokensAtBeginLogitsProcessor", "LogitNormalization",
+    )
+    if hasattr(logits_process, name)
+)
 
 
 def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False) -> None:
@@ -92,11 +106,16 @@ class EndedRows:
     no running beam can beat any more: generate() reports those in `done_items` and all their
     `num_beams` rows have ended. Ended rows are dropped once an eighth of the held rows have
     ended (dropping copies the encoder memory, so one row at a time would cost more than it saves).
+
+    Beam search also ends a sentence as soon as its `num_return_sequences` best finished
+    hypotheses are final, when `scores_never_rise` (see `sentences_settled`).
     """
 
-    def __init__(self, token_ids: torch.Tensor | None = None, num_beams: int = 1):
+    def __init__(self, token_ids: torch.Tensor | None = None, num_beams: int = 1, num_return_sequences: int = 1):
         self.token_ids = token_ids
         self.num_beams = num_beams
+        self.num_return_sequences = num_return_sequences
+        self.scores_never_rise = False  # set from generate()'s logits processors
         self.done_items: torch.Tensor | None = None  # (batch,) beam search: sentences that can no longer change
         self.rows: torch.Tensor | None = None  # batch positions still held
         self.memory: torch.Tensor | None = None  # their encoder outputs and mask
@@ -111,6 +130,27 @@ class EndedRows:
         if self.done_items is None:
             return torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
         return self.done_items.to(input_ids.device).repeat_interleave(self.num_beams)[self.rows]
+
+    def sentences_settled(self, running_beam_scores: torch.Tensor, beam_scores: torch.Tensor,
+                          is_sent_finished: torch.Tensor, cur_len: int, max_length: int, decoder_prompt_len: int,
+                          length_penalty: float) -> torch.Tensor:
+        """(batch,) beam search: sentences whose returned hypotheses can no longer change.
+
+        transformers keeps a sentence until `num_beams` hypotheses have finished, though only the
+        best `num_return_sequences` are returned. When no token score can be positive, a running
+        beam's summed log-probability only falls as it grows, so its final score is at most
+        `score / length**length_penalty` at the length that favours it most (the longest allowed
+        for a positive penalty, the next step's otherwise). Once the k-th best finished hypothesis
+        beats that bound for the best running beam, later hypotheses rank below it: the output is final.
+        Without a length penalty this ends a sentence when its best hypothesis finishes, as
+        OpenNMT-py's beam search does.
+        """
+        if not self.scores_never_rise:
+            return torch.zeros(len(beam_scores), dtype=torch.bool, device=beam_scores.device)
+        length = (max_length if length_penalty > 0 else cur_len) - decoder_prompt_len
+        best_possible = running_beam_scores[:, 0] / length**length_penalty
+        k = self.num_return_sequences
+        return is_sent_finished[:, k - 1] & (beam_scores[:, k - 1] > best_possible)
 
     def keep(self, keep: torch.Tensor) -> None:
         self.rows, self.ended = self.rows[keep], self.ended[keep]
@@ -583,18 +623,36 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
             if num_beams == 1:
                 self._ended_rows = EndedRows(token_ids=torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos]))
             elif not config.do_sample:
-                self._ended_rows = EndedRows(num_beams=num_beams)
+                self._ended_rows = EndedRows(num_beams=num_beams, num_return_sequences=config.num_return_sequences or 1)
         try:
             return super().generate(*args, **kwargs)
         finally:
             self._ended_rows = None
 
+    def _get_logits_processor(self, *args, **kwargs) -> logits_process.LogitsProcessorList:
+        """generate()'s logits processors; notes whether any of them could raise a score above zero."""
+        processors = super()._get_logits_processor(*args, **kwargs)
+        if self._ended_rows is not None:
+            self._ended_rows.scores_never_rise = all(isinstance(p, NON_RAISING_PROCESSORS) for p in processors) or (
+                len(processors) > 0 and isinstance(processors[-1], logits_process.LogitNormalization)
+            )
+        return processors
+
     def _check_early_stop_heuristic(self, *args, **kwargs) -> torch.Tensor:
         """Beam search's per-sentence test "can a running beam still beat the finished ones?", whose
-        negative marks a sentence done for good: its rows are then dropped (see `EndedRows`)."""
+        negative marks a sentence done for good: its rows are then dropped (see `EndedRows`).
+
+        A sentence whose returned hypotheses are final (`EndedRows.sentences_settled`) is reported
+        done as well, so generate() neither extends it nor admits new hypotheses for it.
+        """
         can_improve = super()._check_early_stop_heuristic(*args, **kwargs)
         # transformers 5 passes keywords; called any other way, every row is simply kept.
         if self._ended_rows is not None and self._ended_rows.num_beams > 1 and not args:
+            settled = self._ended_rows.sentences_settled(
+                **{key: kwargs[key] for key in ("running_beam_scores", "beam_scores", "is_sent_finished", "cur_len",
+                                                "max_length", "decoder_prompt_len", "length_penalty")}
+            )
+            can_improve = can_improve & ~settled[:, None]
             done = ~can_improve[:, 0]
             if kwargs["early_stopping"] is True:  # a sentence with num_beams finished hypotheses takes no more
                 done |= kwargs["is_sent_finished"].all(dim=-1)
