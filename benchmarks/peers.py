@@ -10,11 +10,16 @@ idle machine; a comparison only means something when all three toolkits run back
 on the same machine, under the same load, and are timed the same way. The peer recipes
 (../shared/bench/peers/*.sh, prep_data.py, ...) are called as they are, never copied.
 
+Each tool runs from its own virtual environment holding only what it installs: what a process
+imports sets its memory floor (importing transformers in an environment that also has scipy and
+boto3 pulls both in, ~50 MiB), so every hf-rnn run uses PEERS_DIR/hf/bin/python (--hf-python).
+
 Stages (each writes its raw results to OUT/<stage>.json, so any stage can be rerun alone and
 `report` rebuilds OUT/README.md from whatever JSON is there):
 
 - prep: the peers' venvs and data (install.sh, make_raw.py, prep_data.py, skipped when present),
-  then hf-rnn's copy of the same data in PEERS_DIR/hf-data: the peers' tokenised text with
+  hf-rnn's own venv PEERS_DIR/hf (the README's install: `pip install torch==2.13.0`, then this
+  repo, editable), then hf-rnn's copy of the same data in PEERS_DIR/hf-data: the peers' tokenised text with
   every out-of-vocabulary word replaced by `<unk>` (their two frequency>=2 vocabularies) and a
   word-level tokenizer listing the German words first, so `--decoder_vocab_size` gives hf-rnn
   exactly the peers' target vocabulary.
@@ -42,7 +47,6 @@ import argparse
 import ast
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -53,7 +57,6 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,6 +181,8 @@ def stage_record(args: argparse.Namespace, out_json: Path) -> dict:
     record = read_json(out_json)
     record.update(command="python " + " ".join(shlex.quote(a) for a in sys.argv), load_before=load_average(),
                   started=datetime.now().isoformat(timespec="seconds"))
+    if "hf" in args.tools and out_json.stem not in ("prep", "report"):
+        record["hf_python"] = str(args.hf_python)
     record.setdefault("results", {})
     return record
 
@@ -233,7 +238,7 @@ def require_hf_flags(*names: str) -> None:
 
 
 def stage_prep(args: argparse.Namespace) -> None:
-    """Peer venvs and data (the recipes' own steps, only when missing), then hf-rnn's copy of the same data."""
+    """Peer venvs and data (the recipes' own steps, only when missing), hf-rnn's venv, hf-rnn's copy of the data."""
     record = stage_record(args, args.out / "prep.json")
     env = {"PEERS_DIR": str(args.peers_dir)}
     for tool, package in (("onmt", "onmt"), ("joey", "joeynmt")):
@@ -243,6 +248,7 @@ def stage_prep(args: argparse.Namespace) -> None:
             continue
         say(f"prep: installing {NAMES[tool]} (install.sh {tool}; minutes, needs the package index)")
         run(["bash", RECIPES / "install.sh", tool], args.peers_dir / f"install.{tool}.log", env)
+    install_hf(args)
     data = args.peers_dir / "data"
     if all((data / name).exists() for name in PEER_DATA_FILES):
         say(f"prep: peer data present ({data})")
@@ -257,6 +263,27 @@ def stage_prep(args: argparse.Namespace) -> None:
     r = record["results"]
     say(f"prep: hf-data ready: tokenizer {r['tokenizer_size']} ids, decoder vocabulary {r['decoder_vocab_size']}, "
         f"mean target length {r['mean_target_tokens']:.2f} tokens incl. EOS")
+
+
+def install_hf(args: argparse.Namespace) -> None:
+    """hf-rnn's venv, installed as the README says (editable: it always runs the code in this checkout)."""
+    venv = args.peers_dir / "hf"
+    if (venv / "bin" / "python").exists() and any(venv.glob("lib/python*/site-packages/__editable__*hf_rnn*")):
+        say(f"prep: hf-rnn venv present ({venv})")
+        return
+    say(f"prep: installing hf-rnn into {venv} (pip install torch==2.13.0, then -e {REPO}; minutes)")
+    log = args.peers_dir / "install.hf.log"
+    run([sys.executable, "-m", "venv", "--clear", venv], log)
+    run([venv / "bin" / "pip", "install", "--quiet", "torch==2.13.0"], log)
+    run([venv / "bin" / "pip", "install", "--quiet", "-e", REPO], log)
+
+
+def hf_python(args: argparse.Namespace) -> Path:
+    """The interpreter every hf-rnn run uses (see the module docstring)."""
+    if not args.hf_python.exists():
+        raise StageError(f"{args.hf_python} is missing: run the prep stage (it installs hf-rnn's venv) or pass "
+                         "--hf-python")
+    return args.hf_python
 
 
 def vocabulary(path: Path) -> list[str]:
@@ -437,7 +464,7 @@ def parse_hf(run_dir: Path, stamped: list[tuple[float, str]], log_every: int, wa
 
 def hf_train_command(args: argparse.Namespace, run_dir: Path, extra: list[str]) -> list[str]:
     return [
-        "/usr/bin/time", "-v", "-o", run_dir / "train.time", sys.executable, "train.py", args.hf_config,
+        "/usr/bin/time", "-v", "-o", run_dir / "train.time", hf_python(args), "train.py", args.hf_config,
         *extra, "--output_dir", run_dir, "--disable_tqdm", "true", *shlex.split(args.hf_train_args),
     ]
 
@@ -557,7 +584,7 @@ def hf_decode_once(args: argparse.Namespace, model: Path, data: str, keep: Path,
     rows = {}
     for beam in BEAMS:
         stamped = run([
-            "/usr/bin/time", "-v", "-o", keep / f"beam{beam}.time", sys.executable, "benchmarks/decode.py",
+            "/usr/bin/time", "-v", "-o", keep / f"beam{beam}.time", hf_python(args), "benchmarks/decode.py",
             "--model", model, *hf_test_set(args, data), "--no-score", "--dtype", dtype,
             "--batch-size", str(args.hf_decode_batch_size if beam > 1 else args.hf_greedy_batch_size),
             "--single", str(beam), "--hypotheses-dir", keep,
@@ -659,7 +686,7 @@ def hf_input_feeding(args: argparse.Namespace) -> bool:
         "import sys; from hf_rnn.training.arguments import parse_args; "
         "print(parse_args(sys.argv[1:])[0].input_feeding)"
     )
-    result = subprocess.run([sys.executable, "-c", code, args.hf_config, *shlex.split(args.hf_train_args)],
+    result = subprocess.run([hf_python(args), "-c", code, args.hf_config, *shlex.split(args.hf_train_args)],
                             cwd=REPO, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise StageError(f"train.py cannot read {args.hf_config} {args.hf_train_args}:\n{result.stderr[-2000:]}")
@@ -704,7 +731,7 @@ def stage_quality(args: argparse.Namespace) -> None:
                 else round(metrics.get("train_steps_per_second", 0) * metrics.get("train_runtime", 0)))
             say("  decoding test2016 greedy + beam 5 (benchmarks/decode.py)")
             hyps = run_dir / "test-hypotheses"
-            run([sys.executable, "benchmarks/decode.py", "--model", run_dir, *hf_test_set(args, args.hf_quality_data),
+            run([hf_python(args), "benchmarks/decode.py", "--model", run_dir, *hf_test_set(args, args.hf_quality_data),
                  "--beams", *map(str, BEAMS), "--batch-size", str(args.hf_decode_batch_size),
                  "--hypotheses-dir", hyps, "--json", run_dir / "decode.json"], run_dir / "decode.out", THREADS_ENV)
             scores = {beam: score(peer_text(read_lines(hyps / f"beam{beam}.hyp"), args.hf_quality_data), references)
@@ -737,7 +764,7 @@ def stage_quality(args: argparse.Namespace) -> None:
 def stage_ceiling(args: argparse.Namespace) -> None:
     """benchmarks/train_step.py: hf-rnn's model against its bare-PyTorch twin (minutes; not in the default list)."""
     record = stage_record(args, args.out / "ceiling.json")
-    command = [sys.executable, "benchmarks/train_step.py", "--input-feeding", "on", "--rounds", "3"]
+    command = [hf_python(args), "benchmarks/train_step.py", "--input-feeding", "on", "--rounds", "3"]
     say("ceiling: " + " ".join(command[1:]))
     stamped = run(command, args.runs_dir / "ceiling.log", THREADS_ENV)
     record["results"] = {"command": "python " + " ".join(command[1:]), "output": "\n".join(line for _, line in stamped)}
@@ -756,32 +783,28 @@ def ratio(a, b) -> str:
 
 
 def versions(args: argparse.Namespace) -> list[str]:
-    """Package versions here and in the peers' venvs, and the hf_rnn commit (with '+dirty' for local changes)."""
+    """Package versions in each tool's venv, and the hf_rnn commit (with '+dirty' for local changes)."""
 
-    def ours(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    def theirs(venv: str, *names: str) -> str:
-        python = args.peers_dir / venv / "bin" / "python"
-        code = "import importlib.metadata as m, sys; print(' '.join(m.version(n) for n in sys.argv[1:]))"
+    def installed(python: Path, *names: str) -> list[str]:
+        code = "import importlib.metadata as m, platform, sys; print(platform.python_version(), " \
+               "' '.join(m.version(n) for n in sys.argv[1:]))"
         result = subprocess.run([python, "-c", code, *names], capture_output=True, text=True, check=False) \
             if python.exists() else None
-        return result.stdout.strip() if result and result.returncode == 0 else "unknown"
+        found = result.stdout.split() if result and result.returncode == 0 else []
+        return found if len(found) == len(names) + 1 else ["?"] * (len(names) + 1)
 
     git = {"cwd": REPO, "capture_output": True, "text": True}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, **git).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False, **git).stdout.strip()
-    onmt = theirs("onmt", "OpenNMT-py", "torch").split()
-    joey = theirs("joey", "joeynmt", "torch").split()
+    python, torch, transformers, tokenizers, sacrebleu = installed(
+        args.hf_python, "torch", "transformers", "tokenizers", "sacrebleu")
+    _, onmt, onmt_torch = installed(args.peers_dir / "onmt" / "bin" / "python", "OpenNMT-py", "torch")
+    _, joey, joey_torch = installed(args.peers_dir / "joey" / "bin" / "python", "joeynmt", "torch")
     return [
-        (f"- hf-rnn: commit {commit}{'+dirty' if dirty else ''}, torch {ours('torch')}, "
-         f"transformers {ours('transformers')}, tokenizers {ours('tokenizers')}, sacrebleu {ours('sacrebleu')}, "
-         f"Python {platform.python_version()}"),
-        f"- OpenNMT-py {onmt[0] if onmt else 'unknown'} (torch {onmt[1] if len(onmt) > 1 else '?'})",
-        f"- JoeyNMT {joey[0] if joey else 'unknown'} (torch {joey[1] if len(joey) > 1 else '?'})",
+        (f"- hf-rnn: commit {commit}{'+dirty' if dirty else ''}, torch {torch}, transformers {transformers}, "
+         f"tokenizers {tokenizers}, sacrebleu {sacrebleu}, Python {python} (venv {args.hf_python.parent.parent})"),
+        f"- OpenNMT-py {onmt} (torch {onmt_torch})",
+        f"- JoeyNMT {joey} (torch {joey_torch})",
     ]
 
 
@@ -922,6 +945,11 @@ def stage_report(args: argparse.Namespace) -> None:
         "",
         *versions(args),
         "",
+        "hf-rnn's interpreter per stage: " + "; ".join(
+            f"{name} " + (f"`{d['hf_python']}`" if d.get("hf_python") else
+                          "not recorded (before hf-rnn had its own venv: the environment peers.py ran in)")
+            for name, d in data.items() if name != "prep" and d.get("results")) + ".",
+        "",
         "Command(s):",
         "",
         *[f"    {c}" for c in commands],
@@ -1007,8 +1035,11 @@ def parse_args() -> argparse.Namespace:
                         help="decode the equal-time models (similar quality) or the short same-shape runs' models")
     parser.add_argument("--hf-decode-batch-size", type=int, default=64,
                         help="hf-rnn's beam-search batch (sentences; x beams rows)")
-    parser.add_argument("--hf-greedy-batch-size", type=int, default=256,
-                        help="hf-rnn's greedy batch (sentences): ended sentences leave the batch, so larger is cheaper")
+    parser.add_argument("--hf-greedy-batch-size", type=int, default=128,
+                        help="hf-rnn's greedy batch (sentences): ended sentences leave the batch, so larger is faster "
+                             "(256: ~5%% faster than 128, ~55 MiB more peak RSS)")
+    parser.add_argument("--hf-python", type=Path,
+                        help="interpreter for hf-rnn's runs; unset: PEERS_DIR/hf/bin/python, made by the prep stage")
     parser.add_argument("--hf-train-args", default="",
                         help="extra train.py flags for every hf-rnn run, e.g. '--max_train_samples 2000'")
     args = parser.parse_args()
@@ -1020,6 +1051,7 @@ def parse_args() -> argparse.Namespace:
         parser.error("--quality-minutes must be positive and --warmup-steps not negative")
     args.peers_dir = args.peers_dir.resolve()
     args.runs_dir = (args.runs_dir or args.peers_dir / "runs").resolve()
+    args.hf_python = args.hf_python or args.peers_dir / "hf" / "bin" / "python"  # not resolved: a venv's python is a link
     args.out = args.out.resolve()
     args.hf_config = str(Path(args.hf_config).resolve())
     if not Path(args.hf_config).exists():
