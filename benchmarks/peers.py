@@ -822,12 +822,13 @@ def report_throughput(data: dict) -> list[str]:
         f"{data['steps']} steps of 64 sentences per tool; steady = median over the {data['log_every']}-step logging "
         f"intervals after step {data['warmup_steps']}; uniform tok/s = sent/s × {data['mean_target_tokens']:.2f} "
         "(mean target tokens incl. EOS, train.tok.de); own count = each toolkit's own target tokens/s (a "
-        "short window of length-sorted batches can be shorter or longer than the mean). hf-rnn: "
+        "short window of length-sorted batches can be shorter or longer than the mean). With several interleaved "
+        "rounds a row is the round with the median steady speed; `rounds` lists every round's. hf-rnn: "
         f"{recipe(data, 'with the peers’ optimisation')}. Load before the stage: " + data["load_before"] + ".",
         "",
-        ("| tool | wall s | steady sent/s | (min–max, intervals) | tok/s own count | tok/s uniform | peak RSS MiB "
-         "| load before | sent/s vs OpenNMT-py | sent/s vs JoeyNMT |"),
-        "|---|---|---|---|---|---|---|---|---|---|",
+        ("| tool | wall s | steady sent/s | (min–max, intervals) | rounds sent/s | tok/s own count | tok/s uniform "
+         "| peak RSS MiB | load before | sent/s vs OpenNMT-py | sent/s vs JoeyNMT |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     onmt, joey = steady(data, "onmt").get("sent_per_s"), steady(data, "joey").get("sent_per_s")
     for tool in ("onmt", "joey", "hf-if-on", "hf-if-off"):
@@ -838,8 +839,10 @@ def report_throughput(data: dict) -> list[str]:
         spread = (f"{e['sent_per_s_min']:.1f}–{e['sent_per_s_max']:.1f}, {e['intervals']}" if e.get("intervals")
                   else e.get("fallback", "–"))
         hf = tool.startswith("hf")
+        rounds = ", ".join(fmt(r.get("sent_per_s")) for r in data["results"].get(tool, []))
         lines.append(
-            f"| {NAMES[tool]} | {e['wall_s']:.0f} | {fmt(speed)} | {spread} | {fmt(e.get('own_tok_per_s'), ',.0f')} "
+            f"| {NAMES[tool]} | {e['wall_s']:.0f} | {fmt(speed)} | {spread} | {rounds} "
+            f"| {fmt(e.get('own_tok_per_s'), ',.0f')} "
             f"| {fmt(e.get('uniform_tok_per_s'), ',.0f')} | {e['peak_rss_mib']:,.0f} | {e['load_before']} "
             f"| {ratio(speed, onmt) if hf else '–'} | {ratio(speed, joey) if hf else '–'} |"
         )
