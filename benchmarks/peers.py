@@ -181,7 +181,7 @@ def stage_record(args: argparse.Namespace, out_json: Path) -> dict:
     record = read_json(out_json)
     record.update(command="python " + " ".join(shlex.quote(a) for a in sys.argv), load_before=load_average(),
                   started=datetime.now().isoformat(timespec="seconds"))
-    if "hf" in args.tools and out_json.stem not in ("prep", "report"):
+    if "hf" in args.tools and out_json.stem != "prep":
         record["hf_python"] = str(args.hf_python)
     record.setdefault("results", {})
     return record
@@ -212,21 +212,21 @@ def read_lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 
 
-def hf_train_fields() -> set[str]:
+def hf_train_fields(args: argparse.Namespace) -> set[str]:
     """The flags train.py accepts now (hf_rnn is being changed while this script exists)."""
     code = (
         "from dataclasses import fields; from hf_rnn.training.arguments import DataArguments, ModelArguments, "
         "TrainingArguments; print(' '.join(f.name for c in (ModelArguments, DataArguments, TrainingArguments) "
         "for f in fields(c)))"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
+    result = subprocess.run([hf_python(args), "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise StageError(f"cannot import hf_rnn's training arguments:\n{result.stderr[-2000:]}")
     return set(result.stdout.split())
 
 
-def require_hf_flags(*names: str) -> None:
-    missing = [name for name in names if name not in hf_train_fields()]
+def require_hf_flags(args: argparse.Namespace, *names: str) -> None:
+    missing = [name for name in names if name not in hf_train_fields(args)]
     if missing:
         raise StageError(
             "train.py does not accept " + ", ".join(f"--{n}" for n in missing)
@@ -489,7 +489,7 @@ def stage_throughput(args: argparse.Namespace) -> None:
     """Same-shape training speed, interleaved ONMT, hf-rnn IF on, Joey, hf-rnn IF off."""
     prep = prep_results(args)
     if "hf" in args.tools:
-        require_hf_flags("decoder_vocab_size")
+        require_hf_flags(args, "decoder_vocab_size")
     record = stage_record(args, args.out / "throughput.json")
     steps, warmup, every = args.throughput_steps, args.warmup_effective, args.log_every_effective
     record.update(steps=steps, warmup_steps=warmup, log_every=every, batch_sentences=BATCH,
@@ -699,7 +699,7 @@ def stage_quality(args: argparse.Namespace) -> None:
     if not throughput and ({"onmt", "joey"} & set(args.tools)):
         raise StageError("quality needs throughput.json: the peers' step budgets come from their measured speed")
     if "hf" in args.tools:
-        require_hf_flags("max_train_minutes")
+        require_hf_flags(args, "max_train_minutes")
     references = read_lines(args.peers_dir / "data" / "test.tok.de")
     record = stage_record(args, args.out / "quality.json")
     record.update(minutes=args.quality_minutes, hf_config=args.hf_config,
