@@ -59,7 +59,10 @@ def run_one(args: argparse.Namespace) -> dict:
             inputs = tokenizer([sources[i] for i in batch], return_tensors="pt", padding=True)
             # max_length counts the start token; it is also the limit the saved generation config uses.
             output = model.generate(
-                **inputs, num_beams=args.single, max_length=args.max_new_tokens + 1, length_penalty=args.length_penalty,
+                **inputs,
+                num_beams=args.single,
+                max_length=args.max_new_tokens + 1,
+                length_penalty=args.length_penalty,
                 **({"early_stopping": args.early_stopping} if args.early_stopping is not None else {}),
             )
             for index, text in zip(batch, detokenise(tokenizer, output, args.keep_unk)):
@@ -81,8 +84,10 @@ def run_one(args: argparse.Namespace) -> dict:
         peer_style = sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none", force=True).score
     else:
         peer_style = sacrebleu.corpus_bleu(
-            [peer_tokenise(h) for h in hypotheses], [[peer_tokenise(r) for r in references]],
-            tokenize="none", force=True,
+            [peer_tokenise(h) for h in hypotheses],
+            [[peer_tokenise(r) for r in references]],
+            tokenize="none",
+            force=True,
         ).score
     return {
         **figures,
@@ -115,8 +120,7 @@ def detokenise(tokenizer, output, keep_unk: bool) -> list[str]:
         return tokenizer.batch_decode(output, skip_special_tokens=True)
     dropped = {tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id}
     return [
-        tokenizer.decode([i for i in row if i not in dropped], skip_special_tokens=False)
-        for row in output.tolist()
+        tokenizer.decode([i for i in row if i not in dropped], skip_special_tokens=False) for row in output.tolist()
     ]
 
 
@@ -137,17 +141,23 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=100, help="The peers decode up to 100 tokens.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
     parser.add_argument(
-        "--length-penalty", type=float, default=0.0,
+        "--length-penalty",
+        type=float,
+        default=0.0,
         help="Beam score = log-probability / length**penalty; 0 ranks by log-probability, as the peers' `none`.",
     )
     parser.add_argument(
-        "--early-stopping", type=lambda v: {"true": True, "false": False}.get(v.lower(), v), choices=[True, False, "never"],
+        "--early-stopping",
+        type=lambda v: {"true": True, "false": False}.get(v.lower(), v),
+        choices=[True, False, "never"],
         help="Beam search stops a sentence once num_beams hypotheses ended (true), once no running one can beat them "
         "(false), or never; unset: the model's generation config.",
     )
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="Weights and compute.")
     parser.add_argument(
-        "--single", type=int, metavar="K",
+        "--single",
+        type=int,
+        metavar="K",
         help="Decode once with beam size K in this process and print its figures as JSON (no whole-process time).",
     )
     args = parser.parse_args()
@@ -183,15 +193,21 @@ def main() -> None:
     import torch
 
     test = f"{args.source_file} → {args.reference_file}" if args.source_file else args.test_file
-    print(f"model {args.model}; test {test}; torch {torch.__version__}, "
-          f"threads {args.threads or torch.get_num_threads()}, batch {args.batch_size} sentences\n")
-    print("| beams | decode loop s | whole process s | sentences/s (loop) | peak RSS MiB | BLEU (cased 13a) "
-          "| BLEU (peer style) | chrF |")
+    print(
+        f"model {args.model}; test {test}; torch {torch.__version__}, "
+        f"threads {args.threads or torch.get_num_threads()}, batch {args.batch_size} sentences\n"
+    )
+    print(
+        "| beams | decode loop s | whole process s | sentences/s (loop) | peak RSS MiB | BLEU (cased 13a) "
+        "| BLEU (peer style) | chrF |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['beams']} | {r['loop_seconds']:.1f} | {r['process_seconds']:.1f} | "
-              f"{r['sentences'] / r['loop_seconds']:.0f} | {r['peak_rss_mib']:.0f} | {r['bleu_cased_13a']:.2f} | "
-              f"{r['bleu_peer_style']:.2f} | {r['chrf']:.2f} |")
+        print(
+            f"| {r['beams']} | {r['loop_seconds']:.1f} | {r['process_seconds']:.1f} | "
+            f"{r['sentences'] / r['loop_seconds']:.0f} | {r['peak_rss_mib']:.0f} | {r['bleu_cased_13a']:.2f} | "
+            f"{r['bleu_peer_style']:.2f} | {r['chrf']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -67,7 +67,11 @@ STAGES = ("prep", "throughput", "quality", "decode", "report")
 OPTIONAL_STAGES = ("ceiling",)
 TOOLS = ("onmt", "joey", "hf")
 NAMES = {
-    "onmt": "OpenNMT-py", "joey": "JoeyNMT", "hf": "hf-rnn", "hf-if-on": "hf-rnn IF on", "hf-if-off": "hf-rnn IF off",
+    "onmt": "OpenNMT-py",
+    "joey": "JoeyNMT",
+    "hf": "hf-rnn",
+    "hf-if-on": "hf-rnn IF on",
+    "hf-if-off": "hf-rnn IF off",
     "hf-bf16": "hf-rnn, bf16 weights",
 }
 BATCH = 64  # sentences per training batch: the peer recipes' shape (and configs/multi30k_en_de.yaml's)
@@ -84,8 +88,8 @@ PEER_DATA_FILES = [f"{split}.tok.{lang}" for split in ("train", "val", "test") f
 ]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decode import peer_tokenise  # the tokenisation decode.py scores "peer style" with
-from machine import cpu_model
+from decode import peer_tokenise  # noqa: E402  (the tokenisation decode.py scores "peer style" with)
+from machine import cpu_model  # noqa: E402
 
 
 class StageError(RuntimeError):
@@ -127,8 +131,14 @@ def run(
     printable = " ".join(shlex.quote(str(c)) for c in command)
     with open(log, "w", encoding="utf-8") as sink:
         process = subprocess.Popen(
-            [str(c) for c in command], cwd=REPO, env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
+            [str(c) for c in command],
+            cwd=REPO,
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
         )
 
         def pump() -> None:
@@ -179,8 +189,11 @@ def write_json(path: Path, data: dict) -> None:
 def stage_record(args: argparse.Namespace, out_json: Path) -> dict:
     """The stage's JSON so far (other tools' entries survive a rerun with --tools), stamped with this run."""
     record = read_json(out_json)
-    record.update(command="python " + " ".join(shlex.quote(a) for a in sys.argv), load_before=load_average(),
-                  started=datetime.now().isoformat(timespec="seconds"))
+    record.update(
+        command="python " + " ".join(shlex.quote(a) for a in sys.argv),
+        load_before=load_average(),
+        started=datetime.now().isoformat(timespec="seconds"),
+    )
     if "hf" in args.tools and out_json.stem != "prep":
         record["hf_python"] = str(args.hf_python)
     record.setdefault("results", {})
@@ -188,8 +201,13 @@ def stage_record(args: argparse.Namespace, out_json: Path) -> dict:
 
 
 def peer_env(args: argparse.Namespace, out: Path, steps: int, reps: int = 1) -> dict[str, str]:
-    return {"PEERS_DIR": str(args.peers_dir), "OUT": str(out), "STEPS": str(steps),
-            "LOG_EVERY": str(args.log_every_effective), "REPS": str(reps)}
+    return {
+        "PEERS_DIR": str(args.peers_dir),
+        "OUT": str(out),
+        "STEPS": str(steps),
+        "LOG_EVERY": str(args.log_every_effective),
+        "REPS": str(reps),
+    }
 
 
 def score(hypotheses: list[str], references: list[str]) -> dict:
@@ -229,7 +247,8 @@ def require_hf_flags(args: argparse.Namespace, *names: str) -> None:
     missing = [name for name in names if name not in hf_train_fields(args)]
     if missing:
         raise StageError(
-            "train.py does not accept " + ", ".join(f"--{n}" for n in missing)
+            "train.py does not accept "
+            + ", ".join(f"--{n}" for n in missing)
             + " yet (hf_rnn/training/arguments.py); this part cannot run until it does."
         )
 
@@ -261,8 +280,10 @@ def stage_prep(args: argparse.Namespace) -> None:
     record["results"] = build_hf_data(data, args.peers_dir / "hf-data")
     write_json(args.out / "prep.json", record)
     r = record["results"]
-    say(f"prep: hf-data ready: tokenizer {r['tokenizer_size']} ids, decoder vocabulary {r['decoder_vocab_size']}, "
-        f"mean target length {r['mean_target_tokens']:.2f} tokens incl. EOS")
+    say(
+        f"prep: hf-data ready: tokenizer {r['tokenizer_size']} ids, decoder vocabulary {r['decoder_vocab_size']}, "
+        f"mean target length {r['mean_target_tokens']:.2f} tokens incl. EOS"
+    )
 
 
 def install_hf(args: argparse.Namespace) -> None:
@@ -281,8 +302,9 @@ def install_hf(args: argparse.Namespace) -> None:
 def hf_python(args: argparse.Namespace) -> Path:
     """The interpreter every hf-rnn run uses (see the module docstring)."""
     if not args.hf_python.exists():
-        raise StageError(f"{args.hf_python} is missing: run the prep stage (it installs hf-rnn's venv) or pass "
-                         "--hf-python")
+        raise StageError(
+            f"{args.hf_python} is missing: run the prep stage (it installs hf-rnn's venv) or pass --hf-python"
+        )
     return args.hf_python
 
 
@@ -321,7 +343,10 @@ def build_hf_data(data: Path, hf_data: Path) -> dict:
         (hf_data / f"{ours}.unk.en").write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
         words = {lang: sum(len(x.split()) for x in side) for lang, side in (("en", en), ("de", de))}
         unks = {lang: sum(pair[i].split().count("<unk>") for pair in pairs) for i, lang in enumerate(("en", "de"))}
-        stats[ours] = {"sentences": len(pairs), **{f"unk_rate_{k}": round(unks[k] / max(words[k], 1), 4) for k in unks}}
+        stats[ours] = {
+            "sentences": len(pairs),
+            **{f"unk_rate_{k}": round(unks[k] / max(words[k], 1), 4) for k in unks},
+        }
         if ours == "train":
             stats["mean_target_tokens"] = (words["de"] + len(de)) / len(de)  # + EOS, as the losses count it
             stats["mean_source_tokens"] = words["en"] / len(en)
@@ -339,8 +364,12 @@ def build_hf_data(data: Path, hf_data: Path) -> dict:
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", vocab["</s>"])]
     )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, model_input_names=["input_ids", "attention_mask"],
-        pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        tokenizer_object=tokenizer,
+        model_input_names=["input_ids", "attention_mask"],
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
         clean_up_tokenization_spaces=False,  # "a man ." must stay "a man ." (the references are tokenised)
     )
     fast.save_pretrained(hf_data / "tokenizer")
@@ -464,8 +493,19 @@ def parse_hf(run_dir: Path, stamped: list[tuple[float, str]], log_every: int, wa
 
 def hf_train_command(args: argparse.Namespace, run_dir: Path, extra: list[str]) -> list[str]:
     return [
-        "/usr/bin/time", "-v", "-o", run_dir / "train.time", hf_python(args), "train.py", args.hf_config,
-        *extra, "--output_dir", run_dir, "--disable_tqdm", "true", *shlex.split(args.hf_train_args),
+        "/usr/bin/time",
+        "-v",
+        "-o",
+        run_dir / "train.time",
+        hf_python(args),
+        "train.py",
+        args.hf_config,
+        *extra,
+        "--output_dir",
+        run_dir,
+        "--disable_tqdm",
+        "true",
+        *shlex.split(args.hf_train_args),
     ]
 
 
@@ -492,9 +532,15 @@ def stage_throughput(args: argparse.Namespace) -> None:
         require_hf_flags(args, "decoder_vocab_size")
     record = stage_record(args, args.out / "throughput.json")
     steps, warmup, every = args.throughput_steps, args.warmup_effective, args.log_every_effective
-    record.update(steps=steps, warmup_steps=warmup, log_every=every, batch_sentences=BATCH,
-                  mean_target_tokens=prep["mean_target_tokens"], hf_config=args.hf_config,
-                  hf_overrides=" ".join(HF_PEER_RECIPE))
+    record.update(
+        steps=steps,
+        warmup_steps=warmup,
+        log_every=every,
+        batch_sentences=BATCH,
+        mean_target_tokens=prep["mean_target_tokens"],
+        hf_config=args.hf_config,
+        hf_overrides=" ".join(HF_PEER_RECIPE),
+    )
     hf_data = Path(prep["hf_data"])
     order = [t for t in ("onmt", "hf-if-on", "joey", "hf-if-off") if t.split("-")[0] in args.tools]
     record["results"].update({tool: [] for tool in order})
@@ -505,27 +551,59 @@ def stage_throughput(args: argparse.Namespace) -> None:
             say(f"throughput rep {rep}: {NAMES[tool]}, {steps} steps (load {load}) -> {run_dir}")
             started = time.time()
             if tool in ("onmt", "joey"):
-                run(["bash", RECIPES / f"{tool}_run.sh", "train"], run_dir / "peers.py.log",
-                    peer_env(args, run_dir, steps))
+                run(
+                    ["bash", RECIPES / f"{tool}_run.sh", "train"],
+                    run_dir / "peers.py.log",
+                    peer_env(args, run_dir, steps),
+                )
                 parsed = parse_onmt(run_dir, warmup) if tool == "onmt" else parse_joey(run_dir, warmup)
             else:
                 fresh(run_dir)
                 feeding = "true" if tool == "hf-if-on" else "false"
-                stamped = run(hf_train_command(args, run_dir, [
-                    "--train_file", hf_data / "train.jsonl", "--tokenizer_name", hf_data / "tokenizer",
-                    "--decoder_vocab_size", str(prep["decoder_vocab_size"]), "--input_feeding", feeding,
-                    "--max_steps", str(steps), "--logging_steps", str(every),
-                    "--eval_strategy", "no", "--save_strategy", "no", *HF_PEER_RECIPE,
-                ]), run_dir / "train.out", THREADS_ENV)
+                stamped = run(
+                    hf_train_command(
+                        args,
+                        run_dir,
+                        [
+                            "--train_file",
+                            hf_data / "train.jsonl",
+                            "--tokenizer_name",
+                            hf_data / "tokenizer",
+                            "--decoder_vocab_size",
+                            str(prep["decoder_vocab_size"]),
+                            "--input_feeding",
+                            feeding,
+                            "--max_steps",
+                            str(steps),
+                            "--logging_steps",
+                            str(every),
+                            "--eval_strategy",
+                            "no",
+                            "--save_strategy",
+                            "no",
+                            *HF_PEER_RECIPE,
+                        ],
+                    ),
+                    run_dir / "train.out",
+                    THREADS_ENV,
+                )
                 parsed = parse_hf(run_dir, stamped, every, warmup)
-            entry = {"run_dir": str(run_dir), "steps": steps, "load_before": load, "command_s": time.time() - started,
-                     **gnu_time(run_dir / "train.time"), **parsed}
+            entry = {
+                "run_dir": str(run_dir),
+                "steps": steps,
+                "load_before": load,
+                "command_s": time.time() - started,
+                **gnu_time(run_dir / "train.time"),
+                **parsed,
+            }
             if entry.get("sent_per_s"):
                 entry["uniform_tok_per_s"] = entry["sent_per_s"] * prep["mean_target_tokens"]
             record["results"][tool].append(entry)
             write_json(args.out / "throughput.json", record)
-            say(f"  {NAMES[tool]}: wall {entry['wall_s']:.0f} s, steady {fmt(entry.get('sent_per_s'), '.1f')} sent/s "
-                f"over {entry.get('intervals', 0)} intervals, peak RSS {entry['peak_rss_mib']:.0f} MiB")
+            say(
+                f"  {NAMES[tool]}: wall {entry['wall_s']:.0f} s, steady {fmt(entry.get('sent_per_s'), '.1f')} sent/s "
+                f"over {entry.get('intervals', 0)} intervals, peak RSS {entry['peak_rss_mib']:.0f} MiB"
+            )
 
 
 def throughput_run(tool: str) -> str:
@@ -557,8 +635,12 @@ def peer_decode_once(args: argparse.Namespace, tool: str, run_dir: Path, steps: 
             log = keep / f"beam{beam}.log"
             raise StageError(f"no decode time ({pattern}) in {log}:\n{tail(log)}")
         timing = gnu_time(keep / f"beam{beam}.time")
-        rows[beam] = {"loop_s": float(found.group(1)), "process_s": timing["wall_s"],
-                      "peak_rss_mib": timing["peak_rss_mib"], "hyp": str(keep / f"beam{beam}.hyp")}
+        rows[beam] = {
+            "loop_s": float(found.group(1)),
+            "process_s": timing["wall_s"],
+            "peak_rss_mib": timing["peak_rss_mib"],
+            "hyp": str(keep / f"beam{beam}.hyp"),
+        }
     return rows
 
 
@@ -572,8 +654,13 @@ def hf_test_set(args: argparse.Namespace, data: str) -> list[str]:
     """decode.py's test-set arguments for a model trained on the peers' word-level data or on the raw text."""
     if data == "raw":
         return ["--test-file", MULTI30K / "test_2016_flickr.jsonl"]
-    return ["--source-file", Path(prep_results(args)["hf_data"]) / "test.unk.en",
-            "--reference-file", args.peers_dir / "data" / "test.tok.de", "--keep-unk"]
+    return [
+        "--source-file",
+        Path(prep_results(args)["hf_data"]) / "test.unk.en",
+        "--reference-file",
+        args.peers_dir / "data" / "test.tok.de",
+        "--keep-unk",
+    ]
 
 
 def hf_decode_once(args: argparse.Namespace, model: Path, data: str, keep: Path, dtype: str = "float32") -> dict:
@@ -583,16 +670,38 @@ def hf_decode_once(args: argparse.Namespace, model: Path, data: str, keep: Path,
     """
     rows = {}
     for beam in BEAMS:
-        stamped = run([
-            "/usr/bin/time", "-v", "-o", keep / f"beam{beam}.time", hf_python(args), "benchmarks/decode.py",
-            "--model", model, *hf_test_set(args, data), "--no-score", "--dtype", dtype,
-            "--batch-size", str(args.hf_decode_batch_size if beam > 1 else args.hf_greedy_batch_size),
-            "--single", str(beam), "--hypotheses-dir", keep,
-        ], keep / f"beam{beam}.log", THREADS_ENV)
+        stamped = run(
+            [
+                "/usr/bin/time",
+                "-v",
+                "-o",
+                keep / f"beam{beam}.time",
+                hf_python(args),
+                "benchmarks/decode.py",
+                "--model",
+                model,
+                *hf_test_set(args, data),
+                "--no-score",
+                "--dtype",
+                dtype,
+                "--batch-size",
+                str(args.hf_decode_batch_size if beam > 1 else args.hf_greedy_batch_size),
+                "--single",
+                str(beam),
+                "--hypotheses-dir",
+                keep,
+            ],
+            keep / f"beam{beam}.log",
+            THREADS_ENV,
+        )
         figures = json.loads(next(line for _, line in reversed(stamped) if line.startswith("{")))
         timing = gnu_time(keep / f"beam{beam}.time")
-        rows[beam] = {"loop_s": figures["loop_seconds"], "process_s": timing["wall_s"],
-                      "peak_rss_mib": timing["peak_rss_mib"], "hyp": str(keep / f"beam{beam}.hyp")}
+        rows[beam] = {
+            "loop_s": figures["loop_seconds"],
+            "process_s": timing["wall_s"],
+            "peak_rss_mib": timing["peak_rss_mib"],
+            "hyp": str(keep / f"beam{beam}.hyp"),
+        }
     return rows
 
 
@@ -601,8 +710,11 @@ def decode_models(args: argparse.Namespace) -> dict[str, dict]:
     throughput its same-shape throughput model (hf-rnn: the input-feeding one)."""
     if args.decode_models == "quality":
         entries = read_json(args.out / "quality.json").get("results", {})
-        models = {tool: {**entries[tool], "data": entries[tool].get("data", "raw") if tool == "hf" else None}
-                  for tool in args.tools if tool in entries}
+        models = {
+            tool: {**entries[tool], "data": entries[tool].get("data", "raw") if tool == "hf" else None}
+            for tool in args.tools
+            if tool in entries
+        }
     else:
         throughput = read_json(args.out / "throughput.json")
         models = {}
@@ -611,8 +723,14 @@ def decode_models(args: argparse.Namespace) -> dict[str, dict]:
             models[tool] = {"steps": throughput.get("steps"), **entries[-1], "data": "peers"}  # the last run's model
     for tool in args.tools:
         entry = models.get(tool, {})
-        saved = Path(entry.get("run_dir", "?")) / {"onmt": f"model_step_{entry.get('steps')}.pt",
-                                                    "joey": f"model/{entry.get('steps')}.ckpt", "hf": "config.json"}[tool]
+        saved = (
+            Path(entry.get("run_dir", "?"))
+            / {
+                "onmt": f"model_step_{entry.get('steps')}.pt",
+                "joey": f"model/{entry.get('steps')}.ckpt",
+                "hf": "config.json",
+            }[tool]
+        )
         if not saved.exists():
             raise StageError(f"no {NAMES[tool]} model at {saved}: run the {args.decode_models} stage for it first")
     return models
@@ -623,8 +741,12 @@ def stage_decode(args: argparse.Namespace) -> None:
     references = read_lines(args.peers_dir / "data" / "test.tok.de")
     models = decode_models(args)
     record = stage_record(args, args.out / "decode.json")
-    record.update(reps=args.reps, hf_decode_batch_size=args.hf_decode_batch_size,
-                  hf_greedy_batch_size=args.hf_greedy_batch_size, models=args.decode_models)
+    record.update(
+        reps=args.reps,
+        hf_decode_batch_size=args.hf_decode_batch_size,
+        hf_greedy_batch_size=args.hf_greedy_batch_size,
+        models=args.decode_models,
+    )
     counts = record.get("model_steps") if isinstance(record.get("model_steps"), dict) else {}
     record["model_steps"] = {**counts, **{tool: entry["steps"] for tool, entry in models.items()}}
     order = [t for t in ("onmt", "hf", "joey") if t in args.tools]
@@ -644,8 +766,12 @@ def stage_decode(args: argparse.Namespace) -> None:
             else:
                 rows = peer_decode_once(args, tool, run_dir, models[tool]["steps"], keep)
             runs[tool].append(rows)
-            say("  " + "; ".join(f"beam {b}: loop {r['loop_s']:.1f} s, process {r['process_s']:.1f} s"
-                                 for b, r in rows.items()))
+            say(
+                "  "
+                + "; ".join(
+                    f"beam {b}: loop {r['loop_s']:.1f} s, process {r['process_s']:.1f} s" for b, r in rows.items()
+                )
+            )
     for tool, reps in runs.items():
         record["results"][tool] = {}
         for beam in BEAMS:
@@ -686,15 +812,21 @@ def hf_input_feeding(args: argparse.Namespace) -> bool:
         "import sys; from hf_rnn.training.arguments import parse_args; "
         "print(parse_args(sys.argv[1:])[0].input_feeding)"
     )
-    result = subprocess.run([hf_python(args), "-c", code, args.hf_config, *shlex.split(args.hf_train_args)],
-                            cwd=REPO, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [hf_python(args), "-c", code, args.hf_config, *shlex.split(args.hf_train_args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         raise StageError(f"train.py cannot read {args.hf_config} {args.hf_train_args}:\n{result.stderr[-2000:]}")
     return result.stdout.split()[-1] == "True"
 
 
 def stage_quality(args: argparse.Namespace) -> None:
-    """Equal training time: hf-rnn stops itself after M minutes; each peer gets the steps its steady speed fits in M."""
+    """Equal training time: hf-rnn stops itself after M minutes; each peer gets the steps its steady speed fits in
+    M."""
     throughput = read_json(args.out / "throughput.json")
     if not throughput and ({"onmt", "joey"} & set(args.tools)):
         raise StageError("quality needs throughput.json: the peers' step budgets come from their measured speed")
@@ -702,8 +834,11 @@ def stage_quality(args: argparse.Namespace) -> None:
         require_hf_flags(args, "max_train_minutes")
     references = read_lines(args.peers_dir / "data" / "test.tok.de")
     record = stage_record(args, args.out / "quality.json")
-    record.update(minutes=args.quality_minutes, hf_config=args.hf_config,
-                  hf_overrides=" ".join(HF_QUALITY_OVERRIDES + shlex.split(args.hf_train_args)))
+    record.update(
+        minutes=args.quality_minutes,
+        hf_config=args.hf_config,
+        hf_overrides=" ".join(HF_QUALITY_OVERRIDES + shlex.split(args.hf_train_args)),
+    )
     seconds = args.quality_minutes * 60
     for tool in [t for t in ("onmt", "hf", "joey") if t in args.tools]:
         run_dir = args.runs_dir / f"{tool}-quality"
@@ -714,45 +849,98 @@ def stage_quality(args: argparse.Namespace) -> None:
             if args.hf_quality_data == "peers":  # the peers' lowercased words, their vocabularies, <unk> kept
                 prep = prep_results(args)
                 hf_data = Path(prep["hf_data"])
-                data = ["--train_file", hf_data / "train.jsonl", "--tokenizer_name", hf_data / "tokenizer",
-                        "--decoder_vocab_size", str(prep["decoder_vocab_size"])]
+                data = [
+                    "--train_file",
+                    hf_data / "train.jsonl",
+                    "--tokenizer_name",
+                    hf_data / "tokenizer",
+                    "--decoder_vocab_size",
+                    str(prep["decoder_vocab_size"]),
+                ]
             else:  # raw cased text, hf-rnn's own subword tokenizer; test BLEU (cased 13a) at the end
-                data = ["--train_file", MULTI30K / "train.jsonl", "--validation_file", MULTI30K / "validation.jsonl",
-                        "--test_file", MULTI30K / "test_2016_flickr.jsonl"]
+                data = [
+                    "--train_file",
+                    MULTI30K / "train.jsonl",
+                    "--validation_file",
+                    MULTI30K / "validation.jsonl",
+                    "--test_file",
+                    MULTI30K / "test_2016_flickr.jsonl",
+                ]
             feeding = hf_input_feeding(args)
-            stamped = run(hf_train_command(args, run_dir, [
-                *data, "--max_train_minutes", str(args.quality_minutes),
-                *hf_step_budget(throughput, seconds, feeding), *HF_QUALITY_OVERRIDES,
-            ]), run_dir / "train.out", THREADS_ENV)
+            stamped = run(
+                hf_train_command(
+                    args,
+                    run_dir,
+                    [
+                        *data,
+                        "--max_train_minutes",
+                        str(args.quality_minutes),
+                        *hf_step_budget(throughput, seconds, feeding),
+                        *HF_QUALITY_OVERRIDES,
+                    ],
+                ),
+                run_dir / "train.out",
+                THREADS_ENV,
+            )
             metrics = read_json(run_dir / "all_results.json")
             step_lines = [int(m.group(1)) for _, line in stamped if (m := re.search(r"reached at step (\d+)", line))]
             steps = read_json(run_dir / "trainer_state.json").get("global_step") or (
-                step_lines[-1] if step_lines
-                else round(metrics.get("train_steps_per_second", 0) * metrics.get("train_runtime", 0)))
+                step_lines[-1]
+                if step_lines
+                else round(metrics.get("train_steps_per_second", 0) * metrics.get("train_runtime", 0))
+            )
             say("  decoding test2016 greedy + beam 5 (benchmarks/decode.py)")
             hyps = run_dir / "test-hypotheses"
-            run([hf_python(args), "benchmarks/decode.py", "--model", run_dir, *hf_test_set(args, args.hf_quality_data),
-                 "--beams", *map(str, BEAMS), "--batch-size", str(args.hf_decode_batch_size),
-                 "--hypotheses-dir", hyps, "--json", run_dir / "decode.json"], run_dir / "decode.out", THREADS_ENV)
-            scores = {beam: score(peer_text(read_lines(hyps / f"beam{beam}.hyp"), args.hf_quality_data), references)
-                      for beam in BEAMS}
-            entry = {"steps": steps, "train_loop_s": metrics.get("train_runtime"), "data": args.hf_quality_data,
-                     "input_feeding": feeding, "trainer_test_bleu_cased_13a": metrics.get("test_bleu")}
+            run(
+                [
+                    hf_python(args),
+                    "benchmarks/decode.py",
+                    "--model",
+                    run_dir,
+                    *hf_test_set(args, args.hf_quality_data),
+                    "--beams",
+                    *map(str, BEAMS),
+                    "--batch-size",
+                    str(args.hf_decode_batch_size),
+                    "--hypotheses-dir",
+                    hyps,
+                    "--json",
+                    run_dir / "decode.json",
+                ],
+                run_dir / "decode.out",
+                THREADS_ENV,
+            )
+            scores = {
+                beam: score(peer_text(read_lines(hyps / f"beam{beam}.hyp"), args.hf_quality_data), references)
+                for beam in BEAMS
+            }
+            entry = {
+                "steps": steps,
+                "train_loop_s": metrics.get("train_runtime"),
+                "data": args.hf_quality_data,
+                "input_feeding": feeding,
+                "trainer_test_bleu_cased_13a": metrics.get("test_bleu"),
+            }
         else:
             speed = steady(throughput, tool).get("sent_per_s")
             if not speed:
                 raise StageError(f"no steady speed for {NAMES[tool]} in throughput.json")
             steps = max(1, round(speed / BATCH * seconds))
-            say(f"quality: {NAMES[tool]}, {steps} steps (= {speed:.1f} sent/s x {args.quality_minutes} min; "
-                f"load {load}) -> {run_dir}")
+            say(
+                f"quality: {NAMES[tool]}, {steps} steps (= {speed:.1f} sent/s x {args.quality_minutes} min; "
+                f"load {load}) -> {run_dir}"
+            )
             run(["bash", RECIPES / f"{tool}_run.sh", "all"], run_dir / "peers.py.log", peer_env(args, run_dir, steps))
             parsed = (parse_onmt if tool == "onmt" else parse_joey)(run_dir, args.warmup_effective)
             scores = {beam: score(read_lines(run_dir / f"test.beam{beam}.hyp"), references) for beam in BEAMS}
             recipe_bleu = {beam: (run_dir / f"test.beam{beam}.bleu").read_text().strip() for beam in BEAMS}
             entry = {"steps": steps, "train_loop_s": parsed.get("train_loop_s"), "recipe_bleu": recipe_bleu}
-        entry.update(run_dir=str(run_dir), load_before=load, **{f"train_{k}": v for k, v in
-                     gnu_time(run_dir / "train.time").items()},
-                     **{f"beam{b}": s for b, s in scores.items()})
+        entry.update(
+            run_dir=str(run_dir),
+            load_before=load,
+            **{f"train_{k}": v for k, v in gnu_time(run_dir / "train.time").items()},
+            **{f"beam{b}": s for b, s in scores.items()},
+        )
         record["results"][tool] = entry
         write_json(args.out / "quality.json", record)
         say(f"  {NAMES[tool]}: {steps} steps, BLEU greedy {scores[1]['bleu']:.2f}, beam 5 {scores[5]['bleu']:.2f}")
@@ -767,7 +955,10 @@ def stage_ceiling(args: argparse.Namespace) -> None:
     command = [hf_python(args), "benchmarks/train_step.py", "--input-feeding", "on", "--rounds", "3"]
     say("ceiling: " + " ".join(command[1:]))
     stamped = run(command, args.runs_dir / "ceiling.log", THREADS_ENV)
-    record["results"] = {"command": "python " + " ".join(command[1:]), "output": "\n".join(line for _, line in stamped)}
+    record["results"] = {
+        "command": "python " + " ".join(command[1:]),
+        "output": "\n".join(line for _, line in stamped),
+    }
     write_json(args.out / "ceiling.json", record)
 
 
@@ -786,10 +977,15 @@ def versions(args: argparse.Namespace) -> list[str]:
     """Package versions in each tool's venv, and the hf_rnn commit (with '+dirty' for local changes)."""
 
     def installed(python: Path, *names: str) -> list[str]:
-        code = "import importlib.metadata as m, platform, sys; print(platform.python_version(), " \
-               "' '.join(m.version(n) for n in sys.argv[1:]))"
-        result = subprocess.run([python, "-c", code, *names], capture_output=True, text=True, check=False) \
-            if python.exists() else None
+        code = (
+            "import importlib.metadata as m, platform, sys; print(platform.python_version(), "
+            "' '.join(m.version(n) for n in sys.argv[1:]))"
+        )
+        result = (
+            subprocess.run([python, "-c", code, *names], capture_output=True, text=True, check=False)
+            if python.exists()
+            else None
+        )
         found = result.stdout.split() if result and result.returncode == 0 else []
         return found if len(found) == len(names) + 1 else ["?"] * (len(names) + 1)
 
@@ -797,12 +993,15 @@ def versions(args: argparse.Namespace) -> list[str]:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, **git).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False, **git).stdout.strip()
     python, torch, transformers, tokenizers, sacrebleu = installed(
-        args.hf_python, "torch", "transformers", "tokenizers", "sacrebleu")
+        args.hf_python, "torch", "transformers", "tokenizers", "sacrebleu"
+    )
     _, onmt, onmt_torch = installed(args.peers_dir / "onmt" / "bin" / "python", "OpenNMT-py", "torch")
     _, joey, joey_torch = installed(args.peers_dir / "joey" / "bin" / "python", "joeynmt", "torch")
     return [
-        (f"- hf-rnn: commit {commit}{'+dirty' if dirty else ''}, torch {torch}, transformers {transformers}, "
-         f"tokenizers {tokenizers}, sacrebleu {sacrebleu}, Python {python} (venv {args.hf_python.parent.parent})"),
+        (
+            f"- hf-rnn: commit {commit}{'+dirty' if dirty else ''}, torch {torch}, transformers {transformers}, "
+            f"tokenizers {tokenizers}, sacrebleu {sacrebleu}, Python {python} (venv {args.hf_python.parent.parent})"
+        ),
         f"- OpenNMT-py {onmt} (torch {onmt_torch})",
         f"- JoeyNMT {joey} (torch {joey_torch})",
     ]
@@ -826,8 +1025,10 @@ def report_throughput(data: dict) -> list[str]:
         "rounds a row is the round with the median steady speed; `rounds` lists every round's. hf-rnn: "
         f"{recipe(data, 'with the peers’ optimisation')}. Load before the stage: " + data["load_before"] + ".",
         "",
-        ("| tool | wall s | steady sent/s | (min–max, intervals) | rounds sent/s | tok/s own count | tok/s uniform "
-         "| peak RSS MiB | load before | sent/s vs OpenNMT-py | sent/s vs JoeyNMT |"),
+        (
+            "| tool | wall s | steady sent/s | (min–max, intervals) | rounds sent/s | tok/s own count | tok/s uniform "
+            "| peak RSS MiB | load before | sent/s vs OpenNMT-py | sent/s vs JoeyNMT |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     onmt, joey = steady(data, "onmt").get("sent_per_s"), steady(data, "joey").get("sent_per_s")
@@ -836,8 +1037,11 @@ def report_throughput(data: dict) -> list[str]:
         if not e:
             continue
         speed = e.get("sent_per_s")
-        spread = (f"{e['sent_per_s_min']:.1f}–{e['sent_per_s_max']:.1f}, {e['intervals']}" if e.get("intervals")
-                  else e.get("fallback", "–"))
+        spread = (
+            f"{e['sent_per_s_min']:.1f}–{e['sent_per_s_max']:.1f}, {e['intervals']}"
+            if e.get("intervals")
+            else e.get("fallback", "–")
+        )
         hf = tool.startswith("hf")
         rounds = ", ".join(fmt(r.get("sent_per_s")) for r in data["results"].get(tool, []))
         lines.append(
@@ -854,10 +1058,16 @@ def report_decode(data: dict) -> list[str]:
         return ["(no decode.json)"]
     results = data["results"]
     counts = data.get("model_steps", {})
-    steps = (", ".join(f"{NAMES[t]} {n}" for t, n in counts.items()) if len(set(counts.values())) > 1
-             else next(iter(counts.values()), "?"))
-    origin = ("the equal-time (quality) stage, so of similar quality" if data.get("models") == "quality"
-              else "the throughput stage (hf-rnn: input feeding on)")
+    steps = (
+        ", ".join(f"{NAMES[t]} {n}" for t, n in counts.items())
+        if len(set(counts.values())) > 1
+        else next(iter(counts.values()), "?")
+    )
+    origin = (
+        "the equal-time (quality) stage, so of similar quality"
+        if data.get("models") == "quality"
+        else "the throughput stage (hf-rnn: input feeding on)"
+    )
     lines = [
         f"test2016 (1,000 sentences), models from {origin} ({steps} steps), "
         f"batch 64 sentences (hf-rnn: greedy {data.get('hf_greedy_batch_size', data['hf_decode_batch_size'])}, "
@@ -868,9 +1078,11 @@ def report_decode(data: dict) -> list[str]:
         "write different lengths (hyp tokens/sent), so output tokens/s is given too, with its own ratio. "
         "Load before the stage: " + data["load_before"] + ".",
         "",
-        ("| beams | tool | decode loop s | whole process s | sent/s (loop) | hyp tokens/sent | output tok/s (loop) "
-         "| peak RSS MiB | BLEU | chrF | loop speed vs faster peer | output tok/s vs faster peer "
-         "| process speed vs faster peer |"),
+        (
+            "| beams | tool | decode loop s | whole process s | sent/s (loop) | hyp tokens/sent | output tok/s (loop) "
+            "| peak RSS MiB | BLEU | chrF | loop speed vs faster peer | output tok/s vs faster peer "
+            "| process speed vs faster peer |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for beam in map(str, BEAMS):
@@ -904,8 +1116,11 @@ def report_quality(data: dict) -> list[str]:
         return ["(no quality.json)"]
     results = data["results"]
     hf = results.get("hf", {})
-    hf_data = ("the peers' lowercased word-level data and vocabularies" if hf.get("data") == "peers"
-               else "the raw cased text with its own subword tokenizer")
+    hf_data = (
+        "the peers' lowercased word-level data and vocabularies"
+        if hf.get("data") == "peers"
+        else "the raw cased text with its own subword tokenizer"
+    )
     feeding = {True: ", input feeding on", False: ", input feeding off"}.get(hf.get("input_feeding"), "")
     lines = [
         f"{data['minutes']} minutes of training each. hf-rnn: its own recipe ({recipe(data, 'with')}{feeding}) on "
@@ -914,10 +1129,14 @@ def report_quality(data: dict) -> list[str]:
         "their actual training time depends on the load then and now (see the columns). "
         "BLEU the peer way, `-tok none` against the lowercased tokenised reference"
         + (" (hf-rnn's hypotheses lowercased and regex-tokenised first)" if hf.get("data") != "peers" else "")
-        + "; chrF of the beam-5 output on the same text. Load before the stage: " + data["load_before"] + ".",
+        + "; chrF of the beam-5 output on the same text. Load before the stage: "
+        + data["load_before"]
+        + ".",
         "",
-        ("| tool | training loop min | wall min (GNU time) | steps | BLEU greedy | BLEU beam 5 | chrF beam 5 "
-         "| beam-5 BLEU vs better peer |"),
+        (
+            "| tool | training loop min | wall min (GNU time) | steps | BLEU greedy | BLEU beam 5 | chrF beam 5 "
+            "| beam-5 BLEU vs better peer |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     best = max((results[t]["beam5"]["bleu"] for t in ("onmt", "joey") if t in results), default=None)
@@ -948,10 +1167,18 @@ def stage_report(args: argparse.Namespace) -> None:
         "",
         *versions(args),
         "",
-        "hf-rnn's interpreter per stage: " + "; ".join(
-            f"{name} " + (f"`{d['hf_python']}`" if d.get("hf_python") else
-                          "not recorded (before hf-rnn had its own venv: the environment peers.py ran in)")
-            for name, d in data.items() if name != "prep" and d.get("results")) + ".",
+        "hf-rnn's interpreter per stage: "
+        + "; ".join(
+            f"{name} "
+            + (
+                f"`{d['hf_python']}`"
+                if d.get("hf_python")
+                else "not recorded (before hf-rnn had its own venv: the environment peers.py ran in)"
+            )
+            for name, d in data.items()
+            if name != "prep" and d.get("results")
+        )
+        + ".",
         "",
         "Command(s):",
         "",
@@ -960,9 +1187,12 @@ def stage_report(args: argparse.Namespace) -> None:
         "Common shape (../shared/bench/peers/README.md): emb 256, bi-LSTM 2×256, LSTM decoder 512, general "
         "attention, input feeding, dropout 0.3, Adam 1e-3, clip 5, batch 64 sentences. Throughput and decoding use "
         "the peers' data for everyone: lowercased `\\w+|[^\\w\\s]` tokens, frequency ≥ 2 vocabularies "
-        + (f"(en {prep['vocab_en']:,}, de {prep['vocab_de']:,}); hf-rnn reads them through a word-level tokenizer "
-           f"of {prep['tokenizer_size']:,} ids with `--decoder_vocab_size {prep['decoder_vocab_size']}`."
-           if prep else "(prep.json missing)"),
+        + (
+            f"(en {prep['vocab_en']:,}, de {prep['vocab_de']:,}); hf-rnn reads them through a word-level tokenizer "
+            f"of {prep['tokenizer_size']:,} ids with `--decoder_vocab_size {prep['decoder_vocab_size']}`."
+            if prep
+            else "(prep.json missing)"
+        ),
         "",
         "## 1. Training throughput (same shape, same data)",
         "",
@@ -983,26 +1213,41 @@ def stage_report(args: argparse.Namespace) -> None:
     if ceiling:
         output = ceiling["output"].splitlines()
         start = max((i for i, line in enumerate(output) if line.startswith("train_step.py")), default=0)
-        lines += [f"`{ceiling['command']}` (hf-rnn's model vs a bare-PyTorch twin, same batches):", "",
-                  *output[start:]]
+        lines += [
+            f"`{ceiling['command']}` (hf-rnn's model vs a bare-PyTorch twin, same batches):",
+            "",
+            *output[start:],
+        ]
     else:
         lines.append("Not measured in this run (`--stages ceiling report` adds it; a few minutes).")
     lines += [
         "",
         "## Known differences between the recipes",
         "",
-        ("- Batching: OpenNMT-py fills length-sorted buckets (its bucket pool is most of its training RSS), hf-rnn "
-         "groups by length (`group_by_length`), JoeyNMT draws random batches (more padding per real token)."),
-        ("- JoeyNMT sets the LSTM forget-gate bias to 1 and starts its decoder from the last encoder state; "
-         "OpenNMT-py has no bridge; hf-rnn uses a tanh bridge."),
+        (
+            "- Batching: OpenNMT-py fills length-sorted buckets (its bucket pool is most of its training RSS), hf-rnn "
+            "groups by length (`group_by_length`), JoeyNMT draws random batches (more padding per real token)."
+        ),
+        (
+            "- JoeyNMT sets the LSTM forget-gate bias to 1 and starts its decoder from the last encoder state; "
+            "OpenNMT-py has no bridge; hf-rnn uses a tanh bridge."
+        ),
         "- hf-rnn's source embedding has one row per tokenizer id "
-        + (f"({prep['unused_encoder_rows']:,} German-only rows never used by a source sentence, but updated by Adam)."
-           if prep else "."),
-        ("- Equal-time quality with `--hf-quality-data raw`: hf-rnn learns cased raw text with subwords and is scored "
-         "after lowercasing and tokenising; the peers learn lowercased words and print `<unk>` for rare ones "
-         "(never a match). With `peers` (the default) all three learn, and print, the same words."),
-        ("- Decoding time grows with the hypothesis length (column `hyp tokens/sent`): an undertrained model "
-         "that rarely emits EOS runs to the 100-token limit. Whole-process time includes each toolkit's start-up."),
+        + (
+            f"({prep['unused_encoder_rows']:,} German-only rows never used by a source sentence, but updated by Adam)."
+            if prep
+            else "."
+        ),
+        (
+            "- Equal-time quality with `--hf-quality-data raw`: hf-rnn learns cased raw text with subwords and is "
+            "scored "
+            "after lowercasing and tokenising; the peers learn lowercased words and print `<unk>` for rare ones "
+            "(never a match). With `peers` (the default) all three learn, and print, the same words."
+        ),
+        (
+            "- Decoding time grows with the hypothesis length (column `hyp tokens/sent`): an undertrained model "
+            "that rarely emits EOS runs to the 100-token limit. Whole-process time includes each toolkit's start-up."
+        ),
         "",
     ]
     (args.out / "README.md").write_text("\n".join(lines))
@@ -1016,12 +1261,18 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--stages", nargs="+", choices=STAGES + OPTIONAL_STAGES, default=list(STAGES),
-                        help="stages to run, in the order given; `ceiling` (train_step.py, minutes) only when named")
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        choices=STAGES + OPTIONAL_STAGES,
+        default=list(STAGES),
+        help="stages to run, in the order given; `ceiling` (train_step.py, minutes) only when named",
+    )
     parser.add_argument("--peers-dir", type=Path, default=REPO / "peers-work", help="venvs, data, hf-data (PEERS_DIR)")
     parser.add_argument("--runs-dir", type=Path, help="training/decoding run folders; unset: PEERS_DIR/runs")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "peers",
-                        help="stage JSON files and README.md")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks" / "results" / "peers", help="stage JSON files and README.md"
+    )
     parser.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
     parser.add_argument("--throughput-steps", type=int, default=200, help="training steps per tool")
     parser.add_argument("--throughput-reps", type=int, default=1, help="rounds of the interleaved throughput runs")
@@ -1030,31 +1281,61 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quality-minutes", type=float, default=15.0, help="training minutes per tool")
     parser.add_argument("--reps", type=int, default=3, help="fresh decoding processes per tool and beam size")
     parser.add_argument("--hf-config", default="configs/multi30k_en_de.yaml", help="hf-rnn's training config")
-    parser.add_argument("--hf-quality-data", choices=("peers", "raw"), default="peers",
-                        help="hf-rnn's equal-time training data: the peers' lowercased words, or the raw cased text")
-    parser.add_argument("--hf-bf16-decode", action="store_true",
-                        help="decode also with hf-rnn's weights in bfloat16 (a separate row: not the peers' arithmetic)")
-    parser.add_argument("--decode-models", choices=("quality", "throughput"), default="quality",
-                        help="decode the equal-time models (similar quality) or the short same-shape runs' models")
-    parser.add_argument("--hf-decode-batch-size", type=int, default=64,
-                        help="hf-rnn's beam-search batch (sentences; x beams rows)")
-    parser.add_argument("--hf-greedy-batch-size", type=int, default=128,
-                        help="hf-rnn's greedy batch (sentences): ended sentences leave the batch, so larger is faster "
-                             "(256: ~5%% faster than 128, ~55 MiB more peak RSS)")
-    parser.add_argument("--hf-python", type=Path,
-                        help="interpreter for hf-rnn's runs; unset: PEERS_DIR/hf/bin/python, made by the prep stage")
-    parser.add_argument("--hf-train-args", default="",
-                        help="extra train.py flags for every hf-rnn run, e.g. '--max_train_samples 2000'")
+    parser.add_argument(
+        "--hf-quality-data",
+        choices=("peers", "raw"),
+        default="peers",
+        help="hf-rnn's equal-time training data: the peers' lowercased words, or the raw cased text",
+    )
+    parser.add_argument(
+        "--hf-bf16-decode",
+        action="store_true",
+        help="decode also with hf-rnn's weights in bfloat16 (a separate row: not the peers' arithmetic)",
+    )
+    parser.add_argument(
+        "--decode-models",
+        choices=("quality", "throughput"),
+        default="quality",
+        help="decode the equal-time models (similar quality) or the short same-shape runs' models",
+    )
+    parser.add_argument(
+        "--hf-decode-batch-size", type=int, default=64, help="hf-rnn's beam-search batch (sentences; x beams rows)"
+    )
+    parser.add_argument(
+        "--hf-greedy-batch-size",
+        type=int,
+        default=128,
+        help="hf-rnn's greedy batch (sentences): ended sentences leave the batch, so larger is faster "
+        "(256: ~5%% faster than 128, ~55 MiB more peak RSS)",
+    )
+    parser.add_argument(
+        "--hf-python",
+        type=Path,
+        help="interpreter for hf-rnn's runs; unset: PEERS_DIR/hf/bin/python, made by the prep stage",
+    )
+    parser.add_argument(
+        "--hf-train-args",
+        default="",
+        help="extra train.py flags for every hf-rnn run, e.g. '--max_train_samples 2000'",
+    )
     args = parser.parse_args()
-    for name in ("throughput_steps", "throughput_reps", "reps", "log_every", "hf_decode_batch_size",
-                 "hf_greedy_batch_size"):
+    for name in (
+        "throughput_steps",
+        "throughput_reps",
+        "reps",
+        "log_every",
+        "hf_decode_batch_size",
+        "hf_greedy_batch_size",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.quality_minutes <= 0 or args.warmup_steps < 0:
         parser.error("--quality-minutes must be positive and --warmup-steps not negative")
     args.peers_dir = args.peers_dir.resolve()
     args.runs_dir = (args.runs_dir or args.peers_dir / "runs").resolve()
-    args.hf_python = args.hf_python or args.peers_dir / "hf" / "bin" / "python"  # not resolved: a venv's python is a link
+    args.hf_python = (
+        args.hf_python or args.peers_dir / "hf" / "bin" / "python"
+    )  # not resolved: a venv's python is a link
     args.out = args.out.resolve()
     args.hf_config = str(Path(args.hf_config).resolve())
     if not Path(args.hf_config).exists():
@@ -1072,10 +1353,18 @@ def main() -> None:
         sys.exit(f"peer recipes not found at {RECIPES} (../shared must sit beside the repo)")
     if not Path("/usr/bin/time").exists():
         sys.exit("/usr/bin/time (GNU time) is needed for wall time and peak RSS: apt-get install time")
-    runners = {"prep": stage_prep, "throughput": stage_throughput, "decode": stage_decode, "quality": stage_quality,
-               "ceiling": stage_ceiling, "report": stage_report}
-    say(f"peers.py: stages {' '.join(args.stages)}; tools {' '.join(args.tools)}; out {args.out}; "
-        f"runs {args.runs_dir}; load {load_average()}")
+    runners = {
+        "prep": stage_prep,
+        "throughput": stage_throughput,
+        "decode": stage_decode,
+        "quality": stage_quality,
+        "ceiling": stage_ceiling,
+        "report": stage_report,
+    }
+    say(
+        f"peers.py: stages {' '.join(args.stages)}; tools {' '.join(args.tools)}; out {args.out}; "
+        f"runs {args.runs_dir}; load {load_average()}"
+    )
     for stage in args.stages:
         say(f"== {stage} (load {load_average()})")
         try:

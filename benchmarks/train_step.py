@@ -28,13 +28,13 @@ from pathlib import Path
 
 import torch
 import transformers
+from machine import cpu_model  # sibling module: scripts here run with benchmarks/ on sys.path
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from hf_rnn.translator.configuration_lstm_seq2seq import LSTMSeq2SeqConfig
 from hf_rnn.translator.modeling_lstm_seq2seq import LSTMSeq2SeqForConditionalGeneration
-from machine import cpu_model  # sibling module: scripts here run with benchmarks/ on sys.path
 
 PAD, BOS, EOS = 0, 1, 2
 FIRST_WORD_ID = 3
@@ -309,7 +309,8 @@ def report(results: list[Result], shape: Shape, args: argparse.Namespace) -> str
         f"shape: {model}; {args.rounds} rounds x {args.steps} steps per model after {args.warmup} warm-up steps",
         f"batches: {batches}",
         "",
-        "| input feeding | HF tok/s | bare tok/s | HF/bare | HF/bare per round (min-max) | HF sent/s | eval loss diff |",
+        "| input feeding | HF tok/s | bare tok/s | HF/bare | HF/bare per round (min-max) | HF sent/s "
+        "| eval loss diff |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:

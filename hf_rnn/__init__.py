@@ -4,16 +4,16 @@ Importing the package registers every model with the Auto classes (and the trans
 pipeline), so `AutoModelForSeq2SeqLM.from_pretrained(dir)` works without remote code.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
-from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageTextToText,
+    AutoModelForSeq2SeqLM,
+    AutoProcessor,
+)
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .translator import (
-    LSTMSeq2SeqConfig,
-    LSTMSeq2SeqForConditionalGeneration,
-    LSTMSeq2SeqModel,
-    TranslationPipeline,
-)
 from .captioner import (
     LSTMCaptionerConfig,
     LSTMCaptionerForConditionalGeneration,
@@ -21,6 +21,12 @@ from .captioner import (
     LSTMCaptionerModel,
     LSTMCaptionerProcessor,
     build_keyword_tokenizer,
+)
+from .translator import (
+    LSTMSeq2SeqConfig,
+    LSTMSeq2SeqForConditionalGeneration,
+    LSTMSeq2SeqModel,
+    TranslationPipeline,
 )
 
 __version__ = "0.1.0"

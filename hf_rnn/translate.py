@@ -1,9 +1,9 @@
 """Translate from the command line with a saved (or Hub) model.
 
-    python -m hf_rnn.translate --model outputs/synthetic-en-ko "I am a student."
-    python -m hf_rnn.translate --model DIR --file sentences.txt --output out.txt --num-beams 5
-    echo "I am a student." | python -m hf_rnn.translate --model DIR --file -
-    python -m hf_rnn.translate --model DIR "I am a student." --plot-attention attention.png
+python -m hf_rnn.translate --model outputs/synthetic-en-ko "I am a student."
+python -m hf_rnn.translate --model DIR --file sentences.txt --output out.txt --num-beams 5
+echo "I am a student." | python -m hf_rnn.translate --model DIR --file -
+python -m hf_rnn.translate --model DIR "I am a student." --plot-attention attention.png
 """
 
 import argparse
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def read_sentences(args: argparse.Namespace) -> list[str]:
     sentences = list(args.sentences)
     if args.file:
-        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115  (stdin must not be closed by us)
         with stream:
             sentences.extend(line.rstrip("\n") for line in stream)
     return sentences
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.max_new_tokens is not None:
         generate_kwargs["max_new_tokens"] = args.max_new_tokens
     sentences = read_sentences(args)
-    output = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    output = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
         for translation in translate(model, tokenizer, sentences, args.batch_size, **generate_kwargs):
             print(translation, file=output, flush=output is sys.stdout)

@@ -10,6 +10,7 @@ from hf_rnn import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
+
 def tiny_config(**overrides) -> LSTMSeq2SeqConfig:
     """A model small enough for exhaustive checks, with weights large enough that outputs are not near-uniform."""
     values = dict(
@@ -66,4 +67,3 @@ BLOCK_HF_RNN = (
     "except ImportError:\n"
     "    pass\n"
 )
-

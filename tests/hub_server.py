@@ -133,9 +133,17 @@ class HubServer:
             tree.mkdir(parents=True, exist_ok=True)
             refs[branch] = sha
             self.commits.append(
-                {"repo_id": repo_id, "repo_type": repo_type, "revision": branch, "oid": sha, "parent": parent,
-                 "summary": header.get("summary"), "description": header.get("description", ""),
-                 "added": sorted(added), "deleted": sorted([*deleted, *deleted_folders])}  # fmt: skip
+                {
+                    "repo_id": repo_id,
+                    "repo_type": repo_type,
+                    "revision": branch,
+                    "oid": sha,
+                    "parent": parent,
+                    "summary": header.get("summary"),
+                    "description": header.get("description", ""),
+                    "added": sorted(added),
+                    "deleted": sorted([*deleted, *deleted_folders]),
+                }  # fmt: skip
             )
             return sha
 
@@ -227,7 +235,10 @@ class _Handler(BaseHTTPRequestHandler):
             repo_id = f"{payload.get('organization') or hub.user}/{payload['name']}"
             if hub.create_repo(repo_id, repo_type):
                 return 200, {"url": hub.repo_url(repo_id, repo_type), "name": repo_id}
-            return 409, {"error": f"You already created this {repo_type} repo", "url": hub.repo_url(repo_id, repo_type)}
+            return 409, {
+                "error": f"You already created this {repo_type} repo",
+                "url": hub.repo_url(repo_id, repo_type),
+            }
         if seg == ["validate-yaml"] and method == "POST":
             return self._validate_yaml(json.loads(body)["content"])
         if len(seg) < 3 or seg[0] not in ("models", "datasets", "spaces"):
@@ -260,8 +271,12 @@ class _Handler(BaseHTTPRequestHandler):
             files = hub.files(repo_id, sha, repo_type)
             return 200, {
                 "files": [
-                    {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                     "oid": git_oid(files[f["path"]]) if f["path"] in files else None}  # fmt: skip
+                    {
+                        "path": f["path"],
+                        "uploadMode": "regular",
+                        "shouldIgnore": False,
+                        "oid": git_oid(files[f["path"]]) if f["path"] in files else None,
+                    }  # fmt: skip
                     for f in json.loads(body)["files"]
                 ],
                 "commitOid": sha,
@@ -395,4 +410,3 @@ def hub_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         _http.close_session()  # drop keep-alive connections to the stopped server
         if (tf_hub := sys.modules.get("transformers.utils.hub")) is not None:
             tf_hub._hf_api = None  # may have been created during the test, pointing at this server
-

@@ -12,7 +12,6 @@ from huggingface_hub import HfApi, ModelCard, create_repo, hf_hub_download, snap
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 from transformers import BertConfig, BertModel
 
-
 INPUT_IDS = torch.tensor([[1, 5, 7, 9, 2, 49]])
 
 

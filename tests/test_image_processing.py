@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,7 +60,9 @@ def test_matches_hand_computation(proc, rgb_image):
 
 
 def test_custom_size_mean_std(rgb_image):
-    p = LSTMCaptionerImageProcessor(size={"height": 32, "width": 48}, image_mean=[0.2, 0.4, 0.6], image_std=[0.3, 0.3, 0.3])
+    p = LSTMCaptionerImageProcessor(
+        size={"height": 32, "width": 48}, image_mean=[0.2, 0.4, 0.6], image_std=[0.3, 0.3, 0.3]
+    )
     pv = _pv(p, rgb_image)
     assert pv.shape == (1, 3, 32, 48)
     arr = np.asarray(rgb_image.resize((48, 32), Image.BILINEAR)).astype(np.float64) / 255.0
@@ -207,9 +210,7 @@ def test_bad_files_raise_value_error_naming_file(proc, tmp_path, kind):
     assert path.name in str(err.value)
 
 
-@pytest.mark.parametrize(
-    "shape", [(5, 6, 7), (0, 8, 3), (8,), (2, 2, 2, 2, 2), (3, 0, 4)]
-)
+@pytest.mark.parametrize("shape", [(5, 6, 7), (0, 8, 3), (8,), (2, 2, 2, 2, 2), (3, 0, 4)])
 def test_impossible_array_shapes(proc, shape):
     with pytest.raises(ValueError) as err:
         proc(np.zeros(shape, dtype=np.uint8), return_tensors="pt")
@@ -271,11 +272,11 @@ def test_auto_image_processor_remote_code_round_trip(tmp_path, rgb_image, monkey
 def test_module_is_self_contained():
     import hf_rnn.captioner.image_processing_lstm_captioner as mod
 
-    src = open(mod.__file__, encoding="utf-8").read()
+    src = Path(mod.__file__).read_text(encoding="utf-8")
     assert "hf_rnn" not in src  # no absolute package imports: the file is shipped as remote code
     for line in src.splitlines():
         stripped = line.strip()
         if stripped.startswith(("import ", "from ")):
             root = stripped.split()[1].split(".")[0]
-            assert root in {"__future__", "os", "typing", "numpy", "PIL", "torch", "transformers"}, line
+            assert root in {"__future__", "contextlib", "os", "typing", "numpy", "PIL", "torch", "transformers"}, line
     assert os.path.basename(mod.__file__) == "image_processing_lstm_captioner.py"

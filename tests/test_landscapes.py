@@ -136,9 +136,7 @@ def test_daytime_water_is_blue(scenes):
             continue
         below = a[40:]
         blue = (
-            (below[..., 0] < 90)
-            & (below[..., 2] > below[..., 0] + 80)
-            & (below[..., 2] > below[..., 1] + 40)
+            (below[..., 0] < 90) & (below[..., 2] > below[..., 0] + 80) & (below[..., 2] > below[..., 1] + 40)
         ).sum()
         if "water" in kw:
             assert blue >= 100, (kw, blue)

@@ -37,8 +37,13 @@ def scenes() -> tuple[list, list[list[str]]]:
 def tiny_captioner(seed: int = 0, **overrides) -> LSTMCaptionerForConditionalGeneration:
     """Small, with weights large enough that outputs are far from uniform (so beams really diverge)."""
     values = dict(
-        vocab_size=len(KEYWORDS) + 4, embedding_size=8, hidden_size=12, attention_size=10,
-        cnn_channels=[4, 8, 8], dropout=0.0, init_range=0.5,
+        vocab_size=len(KEYWORDS) + 4,
+        embedding_size=8,
+        hidden_size=12,
+        attention_size=10,
+        cnn_channels=[4, 8, 8],
+        dropout=0.0,
+        init_range=0.5,
     )
     values.update(overrides)
     torch.manual_seed(seed)
@@ -176,8 +181,14 @@ def rescore(model, pixel_values: torch.Tensor, sequence: torch.Tensor) -> tuple[
 
 def beam_search(model, images: torch.Tensor, length_penalty: float = 1.0):
     return model.generate(
-        pixel_values=images, num_beams=4, num_return_sequences=3, length_penalty=length_penalty,
-        early_stopping=True, max_new_tokens=7, output_scores=True, return_dict_in_generate=True,
+        pixel_values=images,
+        num_beams=4,
+        num_return_sequences=3,
+        length_penalty=length_penalty,
+        early_stopping=True,
+        max_new_tokens=7,
+        output_scores=True,
+        return_dict_in_generate=True,
     )
 
 
@@ -316,8 +327,13 @@ def test_save_writes_code_and_auto_maps_and_round_trips(saved, processor, scenes
     folder, model = saved
     files = {p.name for p in folder.iterdir()}
     assert {
-        "configuration_lstm_captioner.py", "modeling_lstm_captioner.py", "image_processing_lstm_captioner.py",
-        "processing_lstm_captioner.py", "generation_config.json", "processor_config.json", "tokenizer.json",
+        "configuration_lstm_captioner.py",
+        "modeling_lstm_captioner.py",
+        "image_processing_lstm_captioner.py",
+        "processing_lstm_captioner.py",
+        "generation_config.json",
+        "processor_config.json",
+        "tokenizer.json",
     } <= files
     assert json.loads((folder / "config.json").read_text())["auto_map"] == {
         "AutoConfig": "configuration_lstm_captioner.LSTMCaptionerConfig",
@@ -367,7 +383,9 @@ def test_remote_code_and_pipeline_where_hf_rnn_cannot_be_imported(tmp_path, save
         inputs = processor(images=images, return_tensors="pt")
         expected = processor.batch_decode(model.generate(**inputs, num_beams=3))
         greedy = processor.batch_decode(model.generate(**inputs))
-    script = BLOCK_HF_RNN + f"""
+    script = (
+        BLOCK_HF_RNN
+        + f"""
 import json, torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
@@ -382,9 +400,15 @@ with torch.no_grad():
 pipe = pipeline("image-to-text", model=folder, trust_remote_code=True)
 print(json.dumps([keywords, [pipe(images=image, text="")[0]["generated_text"] for image in images]]))
 """
+    )
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=subprocess_env(tmp_path),
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=subprocess_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     keywords, piped = json.loads(result.stdout.strip().splitlines()[-1])

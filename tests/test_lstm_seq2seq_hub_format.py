@@ -25,9 +25,15 @@ def tokenizer():
 def translator(tokenizer):
     torch.manual_seed(0)
     config = LSTMSeq2SeqConfig(
-        vocab_size=len(tokenizer), embedding_size=16, hidden_size=16, dropout=0.0, init_range=0.5,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.bos_token_id,
+        vocab_size=len(tokenizer),
+        embedding_size=16,
+        hidden_size=16,
+        dropout=0.0,
+        init_range=0.5,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.bos_token_id,
     )
     model = LSTMSeq2SeqForConditionalGeneration(config).eval()
     model.generation_config.max_new_tokens = 12
@@ -46,8 +52,13 @@ def test_save_writes_hub_format_and_round_trips(tmp_path):
     model.generation_config.num_beams = 3
     model.save_pretrained(tmp_path)
     files = {p.name for p in tmp_path.iterdir()}
-    assert {"model.safetensors", "config.json", "generation_config.json",
-            "configuration_lstm_seq2seq.py", "modeling_lstm_seq2seq.py"} <= files
+    assert {
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "configuration_lstm_seq2seq.py",
+        "modeling_lstm_seq2seq.py",
+    } <= files
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert auto_map == {
         "AutoConfig": "configuration_lstm_seq2seq.LSTMSeq2SeqConfig",
@@ -60,7 +71,10 @@ def test_save_writes_hub_format_and_round_trips(tmp_path):
         assert torch.equal(tensor, loaded.state_dict()[name]), name
     source, mask = random_batch([4, 2], model.config.vocab_size)
     with torch.no_grad():
-        assert torch.equal(model.generate(input_ids=source, attention_mask=mask), loaded.generate(input_ids=source, attention_mask=mask))
+        assert torch.equal(
+            model.generate(input_ids=source, attention_mask=mask),
+            loaded.generate(input_ids=source, attention_mask=mask),
+        )
     base = AutoModel.from_pretrained(tmp_path)
     assert isinstance(base, LSTMSeq2SeqModel)
     torch.testing.assert_close(base.encoder.rnn.weight_hh_l0, model.model.encoder.rnn.weight_hh_l0)
@@ -75,7 +89,9 @@ def test_remote_code_loads_where_hf_rnn_cannot_be_imported(tmp_path, tokenizer, 
     with torch.no_grad():
         expected = translator.generate(**inputs, num_beams=3).tolist()
         expected_logits = translator(**inputs, decoder_input_ids=inputs["input_ids"][:, :3] % 50).logits
-    script = BLOCK_HF_RNN + f"""
+    script = (
+        BLOCK_HF_RNN
+        + f"""
 import json, torch
 from transformers import AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
 folder = {str(folder)!r}
@@ -90,9 +106,15 @@ with torch.no_grad():
 torch.save(logits, {str(tmp_path / "logits.pt")!r})
 print(json.dumps(out))
 """
+    )
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=subprocess_env(tmp_path),
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=subprocess_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
@@ -121,15 +143,23 @@ def test_translation_pipeline_from_saved_folder_in_fresh_process(tmp_path, token
     inputs = tokenizer(SENTENCES[2], return_tensors="pt")
     with torch.no_grad():
         expected = tokenizer.decode(translator.generate(**inputs, max_new_tokens=6)[0], skip_special_tokens=True)
-    script = BLOCK_HF_RNN + f"""
+    script = (
+        BLOCK_HF_RNN
+        + f"""
 import json
 from transformers import pipeline
 pipe = pipeline("translation", model={str(folder)!r}, trust_remote_code=True)
 print(json.dumps(pipe({SENTENCES[2]!r}, max_new_tokens=6)))
 """
+    )
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=subprocess_env(tmp_path),
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=subprocess_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [{"translation_text": expected}]

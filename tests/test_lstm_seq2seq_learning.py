@@ -25,8 +25,15 @@ def reversal_batch(generator: torch.Generator, batch_size: int) -> tuple[torch.T
 def test_reversal_task_is_learned(input_feeding):
     torch.manual_seed(0)
     config = LSTMSeq2SeqConfig(
-        vocab_size=VOCAB, embedding_size=32, hidden_size=64, dropout=0.0,
-        input_feeding=input_feeding, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, decoder_start_token_id=BOS,
+        vocab_size=VOCAB,
+        embedding_size=32,
+        hidden_size=64,
+        dropout=0.0,
+        input_feeding=input_feeding,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        decoder_start_token_id=BOS,
     )
     model = LSTMSeq2SeqForConditionalGeneration(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -4,10 +4,10 @@ import itertools
 
 import pytest
 import torch
-from transformers import GenerationMixin
-from transformers.generation.logits_process import SequenceBiasLogitsProcessor
 from helpers import random_batch, tiny_config, tiny_model
 from torch.func import functional_call
+from transformers import GenerationMixin
+from transformers.generation.logits_process import SequenceBiasLogitsProcessor
 
 from hf_rnn import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
 from hf_rnn.translator import modeling_lstm_seq2seq as modeling
@@ -119,13 +119,20 @@ def test_dropping_ended_sentences_leaves_greedy_output_unchanged(cell_type, inpu
     "early_stopping,length_penalty,num_return_sequences",
     [(False, 1.0, 1), (True, 1.0, 2), ("never", 0.0, 1), (False, -0.5, 3), (False, 0.0, 1), (True, 0.0, 2)],
 )
-def test_dropping_done_sentences_leaves_beam_search_output_unchanged(early_stopping, length_penalty, num_return_sequences):
+def test_dropping_done_sentences_leaves_beam_search_output_unchanged(
+    early_stopping, length_penalty, num_return_sequences
+):
     """Our generate() stops computing sentences no running beam can improve; stock generate computes them all."""
     model = tiny_model(seed=3, hidden_size=32, embedding_size=16)
     source, mask = random_batch([6, 2, 5, 3, 6, 4, 1, 5], model.config.vocab_size, seed=9)
     kwargs = dict(
-        input_ids=source, attention_mask=mask, max_new_tokens=12, num_beams=4, early_stopping=early_stopping,
-        length_penalty=length_penalty, num_return_sequences=num_return_sequences,
+        input_ids=source,
+        attention_mask=mask,
+        max_new_tokens=12,
+        num_beams=4,
+        early_stopping=early_stopping,
+        length_penalty=length_penalty,
+        num_return_sequences=num_return_sequences,
     )
     rows_through_softmax = []
     hook = model.lm_head.register_forward_hook(lambda module, args, out: rows_through_softmax.append(args[0].shape[0]))
@@ -163,7 +170,11 @@ def test_beam_search_keeps_every_sentence_open_when_a_processor_can_raise_scores
     model = tiny_model(seed=3, hidden_size=32, embedding_size=16)
     source, mask = random_batch([6, 2, 5, 3, 6, 4, 1, 5], model.config.vocab_size, seed=9)
     kwargs = dict(
-        input_ids=source, attention_mask=mask, max_new_tokens=12, num_beams=4, length_penalty=0.0,
+        input_ids=source,
+        attention_mask=mask,
+        max_new_tokens=12,
+        num_beams=4,
+        length_penalty=0.0,
         sequence_bias={(3, model.config.eos_token_id): 10.0},
     )
     with torch.no_grad():
@@ -184,7 +195,11 @@ def test_rows_are_kept_when_generate_returns_per_row_scores():
             input_ids=source, attention_mask=mask, max_new_tokens=8, return_dict_in_generate=True, output_scores=True
         )
         stock = GenerationMixin.generate(
-            model, input_ids=source, attention_mask=mask, max_new_tokens=8, return_dict_in_generate=True,
+            model,
+            input_ids=source,
+            attention_mask=mask,
+            max_new_tokens=8,
+            return_dict_in_generate=True,
             output_scores=True,
         )
     assert all(torch.equal(a, b) for a, b in zip(ours.scores, stock.scores))
@@ -242,8 +257,13 @@ def test_beam_scores_detect_a_broken_reorder(monkeypatch):
     source, mask = random_batch([6, 2, 4], model.config.vocab_size, seed=7)
     with torch.no_grad():
         out = model.generate(
-            input_ids=source, attention_mask=mask, num_beams=4, num_return_sequences=3,
-            max_new_tokens=9, output_scores=True, return_dict_in_generate=True,
+            input_ids=source,
+            attention_mask=mask,
+            num_beams=4,
+            num_return_sequences=3,
+            max_new_tokens=9,
+            output_scores=True,
+            return_dict_in_generate=True,
         )
         mismatches = 0
         for index, sequence in enumerate(out.sequences):
@@ -258,26 +278,45 @@ def test_sampling_options_and_constraints():
     source, mask = random_batch([5, 3], model.config.vocab_size, seed=9)
     torch.manual_seed(0)
     out = model.generate(
-        input_ids=source, attention_mask=mask, do_sample=True, temperature=0.7, top_k=5, top_p=0.9,
-        min_new_tokens=4, max_new_tokens=12, no_repeat_ngram_size=2, output_scores=True, return_dict_in_generate=True,
+        input_ids=source,
+        attention_mask=mask,
+        do_sample=True,
+        temperature=0.7,
+        top_k=5,
+        top_p=0.9,
+        min_new_tokens=4,
+        max_new_tokens=12,
+        no_repeat_ngram_size=2,
+        output_scores=True,
+        return_dict_in_generate=True,
     )
     eos = model.config.eos_token_id
     for sequence in out.sequences:
         body = sequence[1:].tolist()
         assert eos not in body[:4]  # min_new_tokens
-        bigrams = [tuple(body[i : i + 2]) for i in range(len(body) - 1) if model.config.pad_token_id not in body[i : i + 2]]
+        bigrams = [
+            tuple(body[i : i + 2]) for i in range(len(body) - 1) if model.config.pad_token_id not in body[i : i + 2]
+        ]
         assert len(bigrams) == len(set(bigrams))  # no_repeat_ngram_size=2
     assert len(out.scores) == out.sequences.shape[1] - 1
     assert out.sequences.shape[1] <= 13
 
 
-@pytest.mark.parametrize("cell_type,attention_type,input_feeding", [("lstm", "general", True), ("gru", "concat", False)])
+@pytest.mark.parametrize(
+    "cell_type,attention_type,input_feeding", [("lstm", "general", True), ("gru", "concat", False)]
+)
 def test_gradcheck_through_time(cell_type, attention_type, input_feeding):
     """Analytic gradients of the loss w.r.t. every parameter equal finite differences (BPTT is right)."""
     torch.manual_seed(0)
     config = tiny_config(
-        vocab_size=7, decoder_vocab_size=6, embedding_size=3, hidden_size=4, cell_type=cell_type,
-        attention_type=attention_type, input_feeding=input_feeding, init_range=0.5,
+        vocab_size=7,
+        decoder_vocab_size=6,
+        embedding_size=3,
+        hidden_size=4,
+        cell_type=cell_type,
+        attention_type=attention_type,
+        input_feeding=input_feeding,
+        init_range=0.5,
     )
     model = LSTMSeq2SeqForConditionalGeneration(config).double().eval()
     names, values = zip(*[(n, p.detach().clone().requires_grad_(True)) for n, p in model.named_parameters()])
@@ -285,9 +324,16 @@ def test_gradcheck_through_time(cell_type, attention_type, input_feeding):
     labels = torch.tensor([[3, 4, 2], [5, 2, -100]])
 
     def loss(*params):
-        return functional_call(model, dict(zip(names, params)), (), {
-            "input_ids": source, "attention_mask": source.ne(0), "labels": labels,
-        }).loss
+        return functional_call(
+            model,
+            dict(zip(names, params)),
+            (),
+            {
+                "input_ids": source,
+                "attention_mask": source.ne(0),
+                "labels": labels,
+            },
+        ).loss
 
     assert torch.autograd.gradcheck(loss, values, eps=1e-6, atol=1e-5)
 
@@ -302,7 +348,9 @@ def test_loss_ignores_minus_100_and_matches_manual_cross_entropy():
     assert out.loss.item() == pytest.approx(-torch.stack(picked).mean().item(), rel=1e-5)
     # Padding the labels further must not change the loss.
     padded = torch.cat([labels, torch.full((2, 3), -100)], dim=1)
-    assert model(input_ids=source, attention_mask=mask, labels=padded).loss.item() == pytest.approx(out.loss.item(), rel=1e-5)
+    assert model(input_ids=source, attention_mask=mask, labels=padded).loss.item() == pytest.approx(
+        out.loss.item(), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize(
@@ -337,8 +385,16 @@ def test_config_validation_also_applies_when_loading(tmp_path):
 @pytest.mark.parametrize(
     "field,make",
     [
-        ("input_ids", lambda s, m: dict(input_ids=s.masked_fill(s == s[0, 0], 99), attention_mask=m, decoder_input_ids=s[:, :2] % 5)),
-        ("decoder_input_ids", lambda s, m: dict(input_ids=s, attention_mask=m, decoder_input_ids=torch.full((2, 2), 19))),
+        (
+            "input_ids",
+            lambda s, m: dict(
+                input_ids=s.masked_fill(s == s[0, 0], 99), attention_mask=m, decoder_input_ids=s[:, :2] % 5
+            ),
+        ),
+        (
+            "decoder_input_ids",
+            lambda s, m: dict(input_ids=s, attention_mask=m, decoder_input_ids=torch.full((2, 2), 19)),
+        ),
         ("labels", lambda s, m: dict(input_ids=s, attention_mask=m, labels=torch.tensor([[3, -5], [4, 2]]))),
     ],
 )

@@ -61,8 +61,9 @@ def content_key(ko: str, copula_nouns: set[str]) -> tuple[str, str]:
     if argument is not None:
         return subject, check_particle(argument)
     predicate = tokens[-1]  # affirmative copula: noun + 이다/다/...
-    matches = [n for n in copula_nouns
-               if predicate.startswith(n) and predicate[len(n):] in COPULA_ENDINGS[batchim(n[-1])]]
+    matches = [
+        n for n in copula_nouns if predicate.startswith(n) and predicate[len(n) :] in COPULA_ENDINGS[batchim(n[-1])]
+    ]
     assert len(matches) == 1, ko
     return subject, matches[0]
 
@@ -191,7 +192,8 @@ def test_hand_written_translations(grammar):
 def test_readme_example_in_train(dataset):
     assert {"en": "I am a student.", "ko": "나는 학생이다."} in rows(dataset["train"])
     assert {"en": "I am a student.", "ko": "나는 학생이다."} in rows(
-        build_synthetic_en_ko(num_train=10, num_validation=1, num_test=1, seed=4)["train"])
+        build_synthetic_en_ko(num_train=10, num_validation=1, num_test=1, seed=4)["train"]
+    )
 
 
 def test_eval_combinations_unseen_in_train(dataset, copula_nouns):

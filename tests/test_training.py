@@ -20,13 +20,35 @@ from hf_rnn.training.arguments import parse_args
 from hf_rnn.training.trainer import last_complete_checkpoint
 
 sys.path.insert(0, str(REPO_ROOT))
-import train  # noqa: E402
+import train
 
 TINY = [
-    "--embedding_size", "16", "--hidden_size", "32", "--dropout", "0.0", "--tokenizer_vocab_size", "400",
-    "--synthetic_train_size", "400", "--synthetic_eval_size", "20", "--per_device_train_batch_size", "16",
-    "--per_device_eval_batch_size", "16", "--max_source_length", "24", "--max_target_length", "24",
-    "--report_to", "none", "--disable_tqdm", "true", "--num_examples_to_print", "2",
+    "--embedding_size",
+    "16",
+    "--hidden_size",
+    "32",
+    "--dropout",
+    "0.0",
+    "--tokenizer_vocab_size",
+    "400",
+    "--synthetic_train_size",
+    "400",
+    "--synthetic_eval_size",
+    "20",
+    "--per_device_train_batch_size",
+    "16",
+    "--per_device_eval_batch_size",
+    "16",
+    "--max_source_length",
+    "24",
+    "--max_target_length",
+    "24",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--num_examples_to_print",
+    "2",
 ]
 
 
@@ -38,8 +60,11 @@ def tiny_run(output_dir, *extra: str) -> list[str]:
 def trained(tmp_path_factory):
     """One tiny end-to-end run shared by the tests that only read its output."""
     output_dir = tmp_path_factory.mktemp("run") / "tiny-en-ko"
-    metrics = train.main(tiny_run(output_dir, "--max_steps", "30", "--logging_steps", "10", "--eval_strategy", "no",
-                                  "--save_strategy", "no"))
+    metrics = train.main(
+        tiny_run(
+            output_dir, "--max_steps", "30", "--logging_steps", "10", "--eval_strategy", "no", "--save_strategy", "no"
+        )
+    )
     return output_dir, metrics
 
 
@@ -69,7 +94,9 @@ PAIRS = [("I am a student.", "나는 학생이다."), ("  ", "빈"), ("You eat."
 def test_every_local_file_form_gives_the_same_pairs(tmp_path, form, caplog):
     if form == "jsonl-translation":
         path = tmp_path / "train.jsonl"
-        path.write_text("".join(json.dumps({"translation": {"en": s, "ko": t}}, ensure_ascii=False) + "\n" for s, t in PAIRS))
+        path.write_text(
+            "".join(json.dumps({"translation": {"en": s, "ko": t}}, ensure_ascii=False) + "\n" for s, t in PAIRS)
+        )
     else:
         frame = pd.DataFrame({"english": [s for s, _ in PAIRS], "korean": [t for _, t in PAIRS]})
         suffix = {"json-columns": ".jsonl", "csv": ".csv", "tsv": ".tsv", "parquet": ".parquet"}[form]
@@ -108,13 +135,16 @@ def test_hub_dataset_source(hub_server, tmp_path):
     (folder / "data").mkdir(parents=True)
     for split in ("train", "validation"):
         rows = [{"translation": {"en": f"{split} {i}", "ko": f"{split} 번역 {i}"}} for i in range(3)]
-        (folder / "data" / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        (folder / "data" / f"{split}.jsonl").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        )
     api = HfApi()
     api.create_repo("user/pairs", repo_type="dataset")
     api.upload_folder(repo_id="user/pairs", repo_type="dataset", folder_path=folder)
     pairs = to_source_target(
         load_raw_translation_data("user/pairs", splits={"train": "train", "validation": "validation", "test": "test"}),
-        "en", "ko",
+        "en",
+        "ko",
     )
     assert sorted(pairs) == ["train", "validation"]
     assert pairs["validation"]["target"] == ["validation 번역 0", "validation 번역 1", "validation 번역 2"]
@@ -148,8 +178,21 @@ def test_training_log_reports_target_token_throughput(trained):
 
 def test_time_budget_stops_training_then_saves_and_evaluates(tmp_path):
     output_dir = tmp_path / "budget"
-    metrics = train.main(tiny_run(output_dir, "--max_steps", "100000", "--max_train_minutes", "0.05",
-                                  "--eval_strategy", "no", "--save_strategy", "no", "--num_examples_to_print", "0"))
+    metrics = train.main(
+        tiny_run(
+            output_dir,
+            "--max_steps",
+            "100000",
+            "--max_train_minutes",
+            "0.05",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--num_examples_to_print",
+            "0",
+        )
+    )
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert 0 < state["global_step"] < 100000
     assert metrics["train_runtime"] < 60 and "test_bleu" in metrics
@@ -159,10 +202,22 @@ def test_time_budget_stops_training_then_saves_and_evaluates(tmp_path):
 
 
 def test_a_decoder_vocabulary_too_small_for_the_targets_is_named(tmp_path):
-    """`--decoder_vocab_size N` keeps the first N tokenizer ids as targets; a target beyond them fails early and clearly."""
+    """`--decoder_vocab_size N` keeps the first N tokenizer ids as targets; a target beyond them fails early and
+    clearly."""
     with pytest.raises(ValueError, match="`labels` contains token id .* outside the vocabulary \\[0, 300\\)"):
-        train.main(tiny_run(tmp_path / "small-target", "--max_steps", "2", "--decoder_vocab_size", "300",
-                            "--eval_strategy", "no", "--save_strategy", "no"))
+        train.main(
+            tiny_run(
+                tmp_path / "small-target",
+                "--max_steps",
+                "2",
+                "--decoder_vocab_size",
+                "300",
+                "--eval_strategy",
+                "no",
+                "--save_strategy",
+                "no",
+            )
+        )
 
 
 @pytest.mark.slow
@@ -171,8 +226,13 @@ def test_card_usage_snippet_runs_without_hf_rnn(trained, tmp_path):
     text = (output_dir / "README.md").read_text()
     snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
     result = subprocess.run(
-        [sys.executable, "-c", BLOCK_HF_RNN + snippet], cwd=tmp_path, env=subprocess_env(tmp_path),
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        [sys.executable, "-c", BLOCK_HF_RNN + snippet],
+        cwd=tmp_path,
+        env=subprocess_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "translation_text" in result.stdout
@@ -190,8 +250,20 @@ def test_translate_cli_arguments_stdin_file_and_heatmap(trained, tmp_path):
     ]
     (tmp_path / "in.txt").write_text("\n".join(sentences[1:]) + "\n")
     command = [
-        sys.executable, "-m", "hf_rnn.translate", "--model", str(output_dir), sentences[0], "--file", str(tmp_path / "in.txt"),
-        "--num-beams", "2", "--batch-size", "2", "--plot-attention", str(tmp_path / "attention.png"),
+        sys.executable,
+        "-m",
+        "hf_rnn.translate",
+        "--model",
+        str(output_dir),
+        sentences[0],
+        "--file",
+        str(tmp_path / "in.txt"),
+        "--num-beams",
+        "2",
+        "--batch-size",
+        "2",
+        "--plot-attention",
+        str(tmp_path / "attention.png"),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -199,7 +271,10 @@ def test_translate_cli_arguments_stdin_file_and_heatmap(trained, tmp_path):
     assert (tmp_path / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     piped = subprocess.run(
         [sys.executable, "-m", "hf_rnn.translate", "--model", str(output_dir), "--file", "-", "--num-beams", "2"],
-        input=sentences[2] + "\n", capture_output=True, text=True, timeout=300,
+        input=sentences[2] + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert piped.stdout.splitlines() == expected[2:]
 
@@ -207,8 +282,22 @@ def test_translate_cli_arguments_stdin_file_and_heatmap(trained, tmp_path):
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_losses(tmp_path, monkeypatch):
     """Ctrl-C at step 7 saves a resumable checkpoint; resuming replays the same batches and losses."""
-    args = ["--max_steps", "12", "--save_strategy", "steps", "--save_steps", "4", "--logging_steps", "1", "--eval_strategy", "no",
-            "--dropout", "0.2", "--save_total_limit", "5"]
+    args = [
+        "--max_steps",
+        "12",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "4",
+        "--logging_steps",
+        "1",
+        "--eval_strategy",
+        "no",
+        "--dropout",
+        "0.2",
+        "--save_total_limit",
+        "5",
+    ]
     straight = tmp_path / "straight"
     train.main(tiny_run(straight, *args))
     reference = json.loads((straight / "checkpoint-12" / "trainer_state.json").read_text())["log_history"]
@@ -245,15 +334,40 @@ def test_two_process_run_trains_saves_and_counts_each_sentence_once(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` really starts 2 CPU processes (gloo DDP)."""
     output_dir = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "train.py",
-        *tiny_run(output_dir, "--max_steps", "6", "--synthetic_eval_size", "7", "--eval_strategy", "no",
-                  "--save_strategy", "no", "--ddp_find_unused_parameters", "false", "--use_cpu", "true"),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "train.py",
+        *tiny_run(
+            output_dir,
+            "--max_steps",
+            "6",
+            "--synthetic_eval_size",
+            "7",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--ddp_find_unused_parameters",
+            "false",
+            "--use_cpu",
+            "true",
+        ),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     metrics = json.loads((output_dir / "all_results.json").read_text())
     assert metrics["test_num_sentences"] == 7.0 and metrics["eval_num_sentences"] == 7.0
@@ -266,8 +380,12 @@ def test_two_process_run_trains_saves_and_counts_each_sentence_once(tmp_path):
     inputs = tokenizer([p["en"] for p in test], return_tensors="pt", padding=True, truncation=True, max_length=24)
     with torch.no_grad():
         hypotheses = tokenizer.batch_decode(model.generate(**inputs), skip_special_tokens=True)
-    references = [tokenizer.decode(tokenizer(text_target=p["ko"], truncation=True, max_length=24)["input_ids"],
-                                   skip_special_tokens=True) for p in test]
+    references = [
+        tokenizer.decode(
+            tokenizer(text_target=p["ko"], truncation=True, max_length=24)["input_ids"], skip_special_tokens=True
+        )
+        for p in test
+    ]
     assert sacrebleu.corpus_bleu(hypotheses, [references]).score == pytest.approx(metrics["test_bleu"], abs=1e-6)
     assert sacrebleu.corpus_chrf(hypotheses, [references]).score == pytest.approx(metrics["test_chrf"], abs=1e-6)
 
@@ -275,11 +393,30 @@ def test_two_process_run_trains_saves_and_counts_each_sentence_once(tmp_path):
 @pytest.mark.slow
 def test_push_to_hub_then_load_in_a_fresh_process(hub_server, tmp_path):
     output_dir = tmp_path / "pushed"
-    train.main(tiny_run(output_dir, "--max_steps", "5", "--eval_strategy", "no", "--save_strategy", "no",
-                        "--push_to_hub", "true", "--hub_model_id", "user/tiny-en-ko"))
+    train.main(
+        tiny_run(
+            output_dir,
+            "--max_steps",
+            "5",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "user/tiny-en-ko",
+        )
+    )
     files = hub_server.files("user/tiny-en-ko")
-    assert {"model.safetensors", "config.json", "tokenizer.json", "modeling_lstm_seq2seq.py",
-            "pipeline_translation.py", "README.md"} <= set(files)
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "modeling_lstm_seq2seq.py",
+        "pipeline_translation.py",
+        "README.md",
+    } <= set(files)
     assert files["README.md"] == (output_dir / "README.md").read_bytes()
     assert not any(name.startswith("checkpoint-") for name in files)
 
@@ -288,20 +425,31 @@ def test_push_to_hub_then_load_in_a_fresh_process(hub_server, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     with torch.no_grad():
         expected = tokenizer.batch_decode(
-            model.generate(**tokenizer(sentences, return_tensors="pt", padding=True), num_beams=3), skip_special_tokens=True
+            model.generate(**tokenizer(sentences, return_tensors="pt", padding=True), num_beams=3),
+            skip_special_tokens=True,
         )
-    script = BLOCK_HF_RNN + f"""
+    script = (
+        BLOCK_HF_RNN
+        + f"""
 import json
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 model = AutoModelForSeq2SeqLM.from_pretrained("user/tiny-en-ko", trust_remote_code=True)
 tok = AutoTokenizer.from_pretrained("user/tiny-en-ko", trust_remote_code=True)
-out = tok.batch_decode(model.generate(**tok({sentences!r}, return_tensors="pt", padding=True), num_beams=3), skip_special_tokens=True)
+inputs = tok({sentences!r}, return_tensors="pt", padding=True)
+out = tok.batch_decode(model.generate(**inputs, num_beams=3), skip_special_tokens=True)
 pipe = pipeline("translation", model="user/tiny-en-ko", trust_remote_code=True)
 print(json.dumps([out, pipe({sentences[0]!r}, num_beams=3)[0]["translation_text"]]))
 """
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=hub_client_env(tmp_path),
-                            capture_output=True, text=True,
-                            timeout=300, stdin=subprocess.DEVNULL)
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=hub_client_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     pulled, piped = json.loads(result.stdout.strip().splitlines()[-1])
     assert pulled == expected and piped == expected[0]

@@ -16,14 +16,36 @@ from hf_rnn.data.landscapes import render_landscape
 from hf_rnn.training.captioning import keyword_metrics
 
 sys.path.insert(0, str(REPO_ROOT))
-import train  # noqa: E402
+import train
 
 CONFIG = str(REPO_ROOT / "configs" / "captioner_landscapes.yaml")
 TINY = [
-    "--cnn_channels", "8,16", "--embedding_size", "8", "--hidden_size", "16", "--synthetic_train_size", "64",
-    "--synthetic_eval_size", "8", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "8",
-    "--report_to", "none", "--disable_tqdm", "true", "--eval_strategy", "no", "--save_strategy", "no",
-    "--num_examples_to_print", "2", "--logging_steps", "2",
+    "--cnn_channels",
+    "8,16",
+    "--embedding_size",
+    "8",
+    "--hidden_size",
+    "16",
+    "--synthetic_train_size",
+    "64",
+    "--synthetic_eval_size",
+    "8",
+    "--per_device_train_batch_size",
+    "16",
+    "--per_device_eval_batch_size",
+    "8",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--eval_strategy",
+    "no",
+    "--save_strategy",
+    "no",
+    "--num_examples_to_print",
+    "2",
+    "--logging_steps",
+    "2",
 ]
 
 
@@ -87,10 +109,22 @@ def _image_folder(root, corrupt: bool):
 def test_image_folder_with_metadata_trains(tmp_path):
     data_dir = _image_folder(tmp_path / "images", corrupt=False)
     output_dir = tmp_path / "out"
-    metrics = train.main([
-        str(REPO_ROOT / "configs" / "captioner_imagefolder.yaml"), *TINY, "--data_dir", str(data_dir),
-        "--image_size", "64", "--output_dir", str(output_dir), "--max_steps", "3", "--load_best_model_at_end", "false",
-    ])
+    metrics = train.main(
+        [
+            str(REPO_ROOT / "configs" / "captioner_imagefolder.yaml"),
+            *TINY,
+            "--data_dir",
+            str(data_dir),
+            "--image_size",
+            "64",
+            "--output_dir",
+            str(output_dir),
+            "--max_steps",
+            "3",
+            "--load_best_model_at_end",
+            "false",
+        ]
+    )
     assert metrics["train_loss"] > 0
     assert (output_dir / "processor_config.json").exists()
 
@@ -98,32 +132,63 @@ def test_image_folder_with_metadata_trains(tmp_path):
 @pytest.mark.slow
 def test_corrupt_image_in_folder_is_named_before_training(tmp_path):
     data_dir = _image_folder(tmp_path / "images", corrupt=True)
-    with pytest.raises(ValueError, match=r"1 unreadable image\(s\) in the train split:\n  Could not read image .*broken\.png"):
-        train.main([
-            str(REPO_ROOT / "configs" / "captioner_imagefolder.yaml"), *TINY, "--data_dir", str(data_dir),
-            "--output_dir", str(tmp_path / "out"), "--max_steps", "3",
-        ])
+    with pytest.raises(
+        ValueError, match=r"1 unreadable image\(s\) in the train split:\n  Could not read image .*broken\.png"
+    ):
+        train.main(
+            [
+                str(REPO_ROOT / "configs" / "captioner_imagefolder.yaml"),
+                *TINY,
+                "--data_dir",
+                str(data_dir),
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--max_steps",
+                "3",
+            ]
+        )
 
 
 @pytest.mark.slow
 def test_captioner_push_then_pipeline_in_a_fresh_process(hub_server, tmp_path, tolerate_alias_warning_bug):
     output_dir = tmp_path / "pushed"
-    train.main([CONFIG, *TINY, "--output_dir", str(output_dir), "--max_steps", "3",
-                "--push_to_hub", "true", "--hub_model_id", "user/tiny-keywords"])
+    train.main(
+        [
+            CONFIG,
+            *TINY,
+            "--output_dir",
+            str(output_dir),
+            "--max_steps",
+            "3",
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "user/tiny-keywords",
+        ]
+    )
     files = hub_server.files("user/tiny-keywords")
     assert {"model.safetensors", "config.json", "processor_config.json", "README.md"} <= set(files)
     image_path = tmp_path / "scene.png"
     render_landscape(777)[0].save(image_path)
     local = pipeline("image-to-text", model=str(output_dir))(images=Image.open(image_path), text="")
-    script = BLOCK_HF_RNN + f"""
+    script = (
+        BLOCK_HF_RNN
+        + f"""
 import json
 from PIL import Image
 from transformers import pipeline
 pipe = pipeline("image-to-text", model="user/tiny-keywords", trust_remote_code=True)
 print(json.dumps(pipe(images=Image.open({str(image_path)!r}), text="")))
 """
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=hub_client_env(tmp_path),
-                            capture_output=True, text=True,
-                            timeout=300, stdin=subprocess.DEVNULL)
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=hub_client_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])[0]["generated_text"] == local[0]["generated_text"]

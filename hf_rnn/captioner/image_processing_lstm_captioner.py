@@ -37,12 +37,12 @@ With ``do_convert_rgb=False`` no conversion is done and inputs must already be 3
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
-
 from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import ChannelDimension, PILImageResampling
 
@@ -141,10 +141,8 @@ def _first_frame(img: Image.Image) -> Image.Image:
             img.load()
             frame = img.copy()
         finally:
-            try:
+            with contextlib.suppress(Exception):
                 img.seek(current)
-            except Exception:
-                pass
         return frame
     img.load()
     return img
@@ -201,9 +199,7 @@ def load_image(
     if isinstance(path_or_image, bytes):
         path_or_image = path_or_image.decode()
     if not isinstance(path_or_image, (str, os.PathLike)):
-        raise ValueError(
-            f"Expected a file path or PIL image, got {type(path_or_image).__name__}."
-        )
+        raise ValueError(f"Expected a file path or PIL image, got {type(path_or_image).__name__}.")
     path = os.fspath(path_or_image)
     if path.startswith(("http://", "https://")):
         try:
@@ -382,10 +378,7 @@ class LSTMCaptionerImageProcessor(PilBackend):
         if isinstance(image, (str, bytes, os.PathLike)):
             pil = load_image(image, min_size=min_hw)
         elif isinstance(image, Image.Image):
-            if do_convert_rgb:
-                pil = load_image(image, min_size=min_hw)
-            else:
-                pil = _first_frame(image)
+            pil = load_image(image, min_size=min_hw) if do_convert_rgb else _first_frame(image)
         elif isinstance(image, np.ndarray) or _is_tensor(image):
             if do_convert_rgb:
                 pil = _shrink(_array_to_rgb(image, _is_tensor(image), input_data_format), min_hw)
@@ -443,4 +436,3 @@ class LSTMCaptionerImageProcessor(PilBackend):
         """Convert one raw input to the uint8 channels-first RGB array used by `_preprocess`."""
         do_convert_rgb = True if do_convert_rgb is None else do_convert_rgb
         return self._to_rgb_array(image, do_convert_rgb, None, input_data_format)
-

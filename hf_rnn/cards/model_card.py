@@ -31,8 +31,12 @@ class CardInfo:
 
 
 METRIC_NAMES = {
-    "bleu": "BLEU", "chrf": "chrF", "keyword_f1": "Keyword F1 (micro)", "keyword_precision": "Keyword precision",
-    "keyword_recall": "Keyword recall", "exact_set_match": "Exact keyword-set match",
+    "bleu": "BLEU",
+    "chrf": "chrF",
+    "keyword_f1": "Keyword F1 (micro)",
+    "keyword_precision": "Keyword precision",
+    "keyword_recall": "Keyword recall",
+    "exact_set_match": "Exact keyword-set match",
 }
 
 
@@ -92,7 +96,8 @@ def build_model_card(info: CardInfo, repo_id: str) -> ModelCard:
             "",
             *[f"- {item}" for item in info.limitations],
             "",
-            "Trained with [hf-rnn](https://github.com/hf-rnn/hf-rnn): recurrent encoder-decoders for the Hugging Face stack.",
+            "Trained with [hf-rnn](https://github.com/hf-rnn/hf-rnn): recurrent encoder-decoders for the Hugging Face "
+            "stack.",
             "",
         ]
     )
@@ -138,7 +143,7 @@ def _usage_snippet(info: CardInfo, repo_id: str) -> str:
             'inputs = processor(images=image, return_tensors="pt")',
             "print(processor.batch_decode(model.generate(**inputs), skip_special_tokens=True))",
             "",
-            "# or, as a pipeline (\"image-to-text\" is an alias of this task):",
+            '# or, as a pipeline ("image-to-text" is an alias of this task):',
             f'captioner = pipeline("image-text-to-text", model="{repo_id}", trust_remote_code=True)',
             'print(captioner(images=image, text=""))',
         ]
@@ -157,7 +162,11 @@ def _loss_table(log_history: list[dict]) -> str:
                 row[key] = entry[key]
     if not rows:
         return "No losses were logged."
-    columns = [c for c in ("loss", "eval_loss", "eval_bleu", "eval_chrf", "eval_keyword_f1") if any(c in r for r in rows.values())]
+    columns = [
+        c
+        for c in ("loss", "eval_loss", "eval_bleu", "eval_chrf", "eval_keyword_f1")
+        if any(c in r for r in rows.values())
+    ]
     lines = ["| step | epoch | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for step, row in sorted(rows.items()):
         if not any(c in row for c in columns):

@@ -39,7 +39,9 @@ def load_captioning_data(
             raise FileNotFoundError(f"Image folder {data_dir} does not exist.")
         raw = load_dataset("imagefolder", data_dir=data_dir)
     elif dataset_name in (None, LANDSCAPES):
-        return build_landscape_dataset(*landscape_sizes, size=image_size, seed=seed).cast_column("image", Image(decode=False))
+        return build_landscape_dataset(*landscape_sizes, size=image_size, seed=seed).cast_column(
+            "image", Image(decode=False)
+        )
     else:
         raw = load_dataset(dataset_name, dataset_config_name)
     result = {}
@@ -67,6 +69,7 @@ def load_captioning_data(
 def check_images(data: DatasetDict, num_proc: int | None = None) -> None:
     """Open every image once; raise one error listing the unreadable files (by name) if there are any."""
     for split, dataset in data.items():
+
         def probe(batch: dict) -> dict:
             problems = []
             for image in batch["image"]:
@@ -77,7 +80,11 @@ def check_images(data: DatasetDict, num_proc: int | None = None) -> None:
             return {"problem": problems}
 
         checked = dataset.map(
-            probe, batched=True, remove_columns=dataset.column_names, num_proc=num_proc, desc=f"Checking {split} images"
+            probe,
+            batched=True,
+            remove_columns=dataset.column_names,
+            num_proc=num_proc,
+            desc=f"Checking {split} images",
         )
         problems = checked["problem"] if len(checked) else []
         if problems:
@@ -106,7 +113,7 @@ def _as_loadable(image):
                 opened = PILImage.open(io.BytesIO(image["bytes"]))
                 opened.filename = image.get("path") or ""  # so load_image names the file in its errors
                 return opened
-            except Exception as error:  # noqa: BLE001 - PIL raises many types for bad data
+            except Exception as error:
                 raise ValueError(f"Could not read image {image.get('path') or '<bytes>'!r}: {error}") from error
         return image["path"]
     return image

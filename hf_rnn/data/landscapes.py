@@ -234,7 +234,12 @@ def render_landscape(seed: int, size: int = 64) -> tuple[Image.Image, list[str]]
             if not ok:
                 continue
             cy = rng.randint(6, 20)
-            base = {"morning": (246, 240, 244), "noon": (250, 250, 252), "evening": (236, 200, 196), "night": (92, 98, 124)}[time]
+            base = {
+                "morning": (246, 240, 244),
+                "noon": (250, 250, 252),
+                "evening": (236, 200, 196),
+                "night": (92, 98, 124),
+            }[time]
             col = _jitter(rng, base, 6)
             x0 = cx - w // 2
             # a flat bottom ellipse plus two or three puffs
@@ -263,9 +268,7 @@ def render_landscape(seed: int, size: int = 64) -> tuple[Image.Image, list[str]]
                 cap = 0.4  # fraction of the mountain height that is white
                 cy = peak + (horizon - peak) * cap
                 dx = half * cap
-                draw.polygon(
-                    [(S(mx - dx), S(cy)), (S(mx), S(peak)), (S(mx + dx), S(cy))], fill=snow_col
-                )
+                draw.polygon([(S(mx - dx), S(cy)), (S(mx), S(peak)), (S(mx + dx), S(cy))], fill=snow_col)
         present.add("mountain")
     if has_snow:
         present.add("snow")
@@ -323,9 +326,7 @@ def render_landscape(seed: int, size: int = 64) -> tuple[Image.Image, list[str]]
             h = rng.randint(15, 22)
             w = rng.randint(9, 12)
             trunk_h = max(3, h // 4)
-            draw.rectangle(
-                [S(cx - 1), S(base - trunk_h), S(cx + 1), S(base)], fill=_tint(_TRUNK, time)
-            )
+            draw.rectangle([S(cx - 1), S(base - trunk_h), S(cx + 1), S(base)], fill=_tint(_TRUNK, time))
             fol = _tint(_jitter(rng, rng.choice(_FOLIAGE), 10), time)
             if night:
                 fol = _clip(v * 0.5 for v in fol)
@@ -392,9 +393,7 @@ def build_landscape_dataset(
     """
     import datasets
 
-    features = datasets.Features(
-        {"image": datasets.Image(), "keywords": datasets.List(datasets.Value("string"))}
-    )
+    features = datasets.Features({"image": datasets.Image(), "keywords": datasets.List(datasets.Value("string"))})
     splits = {}
     for name, n in (("train", num_train), ("validation", num_validation), ("test", num_test)):
         images, keywords = [], []
@@ -406,7 +405,5 @@ def build_landscape_dataset(
             img.save(buf, format="PNG", compress_level=1)
             images.append({"bytes": buf.getvalue(), "path": None})
             keywords.append(kw)
-        splits[name] = datasets.Dataset.from_dict(
-            {"image": images, "keywords": keywords}, features=features
-        )
+        splits[name] = datasets.Dataset.from_dict({"image": images, "keywords": keywords}, features=features)
     return datasets.DatasetDict(splits)

@@ -86,7 +86,10 @@ SUBJECTS: tuple[Subject, ...] = (
 )
 
 _PERSON_ADJ: tuple[Adjective, ...] = (
-    ("kind", "친절한"), ("famous", "유명한"), ("young", "젊은"), ("excellent", "훌륭한"),
+    ("kind", "친절한"),
+    ("famous", "유명한"),
+    ("young", "젊은"),
+    ("excellent", "훌륭한"),
 )
 _FOOD_ADJ: tuple[Adjective, ...] = (("fresh", "신선한"), ("delicious", "맛있는"))
 _DRINK_ADJ: tuple[Adjective, ...] = (("cold", "차가운"), ("hot", "뜨거운"))
@@ -105,10 +108,32 @@ def _nouns(tags: str, adjectives: tuple[Adjective, ...], *pairs: str) -> tuple[N
 
 # Jobs are only used as copula predicates; their English plural is regular (+s) for all of them.
 JOBS: tuple[Noun, ...] = _nouns(
-    "job", _PERSON_ADJ,
-    "student", "학생", "teacher", "선생님", "doctor", "의사", "nurse", "간호사",
-    "singer", "가수", "engineer", "엔지니어", "cook", "요리사", "farmer", "농부",
-    "actor", "배우", "soldier", "군인", "police officer", "경찰관", "office worker", "회사원",
+    "job",
+    _PERSON_ADJ,
+    "student",
+    "학생",
+    "teacher",
+    "선생님",
+    "doctor",
+    "의사",
+    "nurse",
+    "간호사",
+    "singer",
+    "가수",
+    "engineer",
+    "엔지니어",
+    "cook",
+    "요리사",
+    "farmer",
+    "농부",
+    "actor",
+    "배우",
+    "soldier",
+    "군인",
+    "police officer",
+    "경찰관",
+    "office worker",
+    "회사원",
 )
 
 OBJECTS: tuple[Noun, ...] = (
@@ -132,8 +157,20 @@ OBJECTS: tuple[Noun, ...] = (
     + _nouns("person", (), "Minsu", "민수", "Jimin", "지민", "Tom", "톰", "Anna", "안나")
     + _nouns("door", (), "the door", "문", "the window", "창문")
     + _nouns("room", (), "the room", "방", "the kitchen", "부엌", "the house", "집")
-    + _nouns("place", (), "school", "학교", "the library", "도서관", "the park", "공원",
-             "the market", "시장", "the hospital", "병원")
+    + _nouns(
+        "place",
+        (),
+        "school",
+        "학교",
+        "the library",
+        "도서관",
+        "the park",
+        "공원",
+        "the market",
+        "시장",
+        "the hospital",
+        "병원",
+    )
     + _nouns("place city", (), "Seoul", "서울", "Busan", "부산", "London", "런던", "Paris", "파리")
 )
 
@@ -141,8 +178,18 @@ OBJECTS: tuple[Noun, ...] = (
 def _verb(en: str, en_3sg: str, en_past: str, ko: str, objects: str, prep: str = "") -> Verb:
     """Unpack a compact table row: ``ko`` is "stem present past question future" ("-" = none)."""
     stem, present, past, question, future = ko.split()
-    return Verb(en, en_3sg, en_past, stem, present, past, question,
-                None if future == "-" else future, frozenset(objects.split()), prep)
+    return Verb(
+        en,
+        en_3sg,
+        en_past,
+        stem,
+        present,
+        past,
+        question,
+        None if future == "-" else future,
+        frozenset(objects.split()),
+        prep,
+    )
 
 
 VERBS: tuple[Verb, ...] = (
@@ -154,8 +201,13 @@ VERBS: tuple[Verb, ...] = (
     _verb("sell", "sells", "sold", "팔 판다 팔았다 파니 팔", "food drink goods"),
     _verb("make", "makes", "made", "만들 만든다 만들었다 만드니 만들", "made"),
     _verb("watch", "watches", "watched", "보 본다 봤다 보니 볼", "show sport"),
-    _verb("like", "likes", "liked", "좋아하 좋아한다 좋아했다 좋아하니 -",
-          "food drink animal subject audio sport show person"),
+    _verb(
+        "like",
+        "likes",
+        "liked",
+        "좋아하 좋아한다 좋아했다 좋아하니 -",
+        "food drink animal subject audio sport show person",
+    ),
     _verb("learn", "learns", "learned", "배우 배운다 배웠다 배우니 배울", "subject"),
     _verb("teach", "teaches", "taught", "가르치 가르친다 가르쳤다 가르치니 가르칠", "subject"),
     _verb("study", "studies", "studied", "공부하 공부한다 공부했다 공부하니 공부할", "subject"),
@@ -200,8 +252,9 @@ def _be(subject: Subject, tense: str) -> str:
     return {"1s": "am", "3s": "is"}.get(subject.person, "are")
 
 
-def _copula(subject: Subject, job: Noun, adj: Adjective | None, tense: str, negative: bool,
-            question: bool) -> tuple[str, str]:
+def _copula(
+    subject: Subject, job: Noun, adj: Adjective | None, tense: str, negative: bool, question: bool
+) -> tuple[str, str]:
     """``<subject> is (not) a <job>`` ↔ ``<subject>은/는 <job>이다`` in any tense or as a question."""
     words = [adj[0]] if adj else []
     if subject.person in ("1p", "3p"):
@@ -256,8 +309,9 @@ def _ko_question(verb: Verb, tense: str) -> str:
     return verb.ko_question if tense == "present" else verb.ko_past[:-1] + "니"
 
 
-def _transitive(subject: Subject, verb: Verb, noun: Noun, adj: Adjective | None, tense: str,
-                negative: bool, question: bool) -> tuple[str, str]:
+def _transitive(
+    subject: Subject, verb: Verb, noun: Noun, adj: Adjective | None, tense: str, negative: bool, question: bool
+) -> tuple[str, str]:
     """``<S> <V> <O>`` ↔ ``<S>은/는 <O>을/를|에 <V>``: the SVO→SOV core of the corpus."""
     obj_en = [w for w in (verb.prep, adj[0] if adj else "", noun.en) if w]
     obj_ko = f"{adj[1]} {noun.ko}" if adj else noun.ko
@@ -310,8 +364,13 @@ def _grammar() -> tuple[tuple[tuple[str, str], str, str], ...]:
                 for adj in (None, *noun.adjectives):
                     for tense, negative, question in _forms(subject, verb.ko_future is not None):
                         # "I read books." would be both present and past; keep the present reading.
-                        if (tense == "past" and not negative and not question
-                                and verb.en_past == verb.en and subject.person != "3s"):
+                        if (
+                            tense == "past"
+                            and not negative
+                            and not question
+                            and verb.en_past == verb.en
+                            and subject.person != "3s"
+                        ):
                             continue
                         pair = _transitive(subject, verb, noun, adj, tense, negative, question)
                         out.append(((subject.ko, noun.ko), *pair))
@@ -346,12 +405,12 @@ def _held_out_keys(rng: random.Random) -> set[tuple[str, str]]:
 
 def _to_dataset(rows: list[tuple[tuple[str, str], str, str]]) -> Dataset:
     features = Features({"translation": Translation(languages=["en", "ko"])})
-    return Dataset.from_dict({"translation": [{"en": en, "ko": ko} for _, en, ko in rows]},
-                             features=features)
+    return Dataset.from_dict({"translation": [{"en": en, "ko": ko} for _, en, ko in rows]}, features=features)
 
 
-def build_synthetic_en_ko(num_train: int = 20000, num_validation: int = 500, num_test: int = 500,
-                          seed: int = 0) -> DatasetDict:
+def build_synthetic_en_ko(
+    num_train: int = 20000, num_validation: int = 500, num_test: int = 500, seed: int = 0
+) -> DatasetDict:
     """Train/validation/test splits whose eval sentences only use held-out word combinations.
 
     Rows follow the HF translation layout ``{"translation": {"en": ..., "ko": ...}}``. The
@@ -370,13 +429,17 @@ def build_synthetic_en_ko(num_train: int = 20000, num_validation: int = 500, num
             train_pool.append(row)
     num_eval = num_validation + num_test
     if num_train > len(train_pool) + 1 or num_eval > len(eval_pool):
-        raise ValueError(f"grammar supports at most {len(train_pool) + 1} train and "
-                         f"{len(eval_pool)} validation+test sentences for this seed")
+        raise ValueError(
+            f"grammar supports at most {len(train_pool) + 1} train and "
+            f"{len(eval_pool)} validation+test sentences for this seed"
+        )
     train = rng.sample(train_pool, num_train - 1) + [readme] if num_train else []
     rng.shuffle(train)
     evaluation = rng.sample(eval_pool, num_eval)
-    return DatasetDict({
-        "train": _to_dataset(train),
-        "validation": _to_dataset(evaluation[:num_validation]),
-        "test": _to_dataset(evaluation[num_validation:]),
-    })
+    return DatasetDict(
+        {
+            "train": _to_dataset(train),
+            "validation": _to_dataset(evaluation[:num_validation]),
+            "test": _to_dataset(evaluation[num_validation:]),
+        }
+    )

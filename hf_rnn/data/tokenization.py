@@ -34,7 +34,9 @@ def train_tokenizer(
     """
     reserved = len(SPECIAL_TOKENS) + len(BYTE_TOKENS)
     if vocab_size <= reserved:
-        raise ValueError(f"`vocab_size` must exceed {reserved} (4 special tokens + 256 byte pieces), got {vocab_size}.")
+        raise ValueError(
+            f"`vocab_size` must exceed {reserved} (4 special tokens + 256 byte pieces), got {vocab_size}."
+        )
 
     draft = _pre_tokenized_pipeline(Tokenizer(models.BPE(unk_token="<unk>")))
     trainer = trainers.BpeTrainer(

@@ -136,7 +136,11 @@ def tokenize_pairs(
     return DatasetDict(
         {
             split: dataset.map(
-                encode, batched=True, num_proc=num_proc, remove_columns=["source", "target"], desc=f"Tokenizing {split}"
+                encode,
+                batched=True,
+                num_proc=num_proc,
+                remove_columns=["source", "target"],
+                desc=f"Tokenizing {split}",
             )
             for split, dataset in pairs.items()
         }

@@ -106,10 +106,16 @@ class DataArguments:
                 f"No training split found (the data has {list(data)}): give `train_file`, `data_dir` or a dataset "
                 f"with a {self.train_split!r} split."
             )
-        limits = {"train": self.max_train_samples, "validation": self.max_eval_samples, "test": self.max_predict_samples}
+        limits = {
+            "train": self.max_train_samples,
+            "validation": self.max_eval_samples,
+            "test": self.max_predict_samples,
+        }
         return DatasetDict(
             {
-                split: dataset.select(range(min(limits[split], len(dataset)))) if limits.get(split) is not None else dataset
+                split: dataset.select(range(min(limits[split], len(dataset))))
+                if limits.get(split) is not None
+                else dataset
                 for split, dataset in data.items()
             }
         )
@@ -134,7 +140,9 @@ class TrainingArguments(Seq2SeqTrainingArguments):
             raise ValueError(f"`max_train_minutes` must be positive, got {self.max_train_minutes}.")
 
 
-def parse_args(argv: list[str], default_config: Path | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+def parse_args(
+    argv: list[str], default_config: Path | None = None
+) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """`[config.yaml] [--field value ...]`: YAML values become defaults, command-line flags override them."""
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     config_path = default_config
@@ -144,7 +152,11 @@ def parse_args(argv: list[str], default_config: Path | None = None) -> tuple[Mod
         if not config_path.exists():
             raise FileNotFoundError(f"Config file {config_path} does not exist.")
         values = yaml.safe_load(config_path.read_text()) or {}
-        known = {f.name for dataclass_type in (ModelArguments, DataArguments, TrainingArguments) for f in fields(dataclass_type)}
+        known = {
+            f.name
+            for dataclass_type in (ModelArguments, DataArguments, TrainingArguments)
+            for f in fields(dataclass_type)
+        }
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"Unknown key(s) in {config_path}: {', '.join(unknown)}.")

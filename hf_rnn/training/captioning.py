@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoModelForImageTextToText, AutoProcessor, EvalPrediction, set_seed
 
-from ..cards.model_card import CardInfo, build_model_card
 from ..captioner import (
     LSTMCaptionerConfig,
     LSTMCaptionerForConditionalGeneration,
@@ -16,6 +15,7 @@ from ..captioner import (
     LSTMCaptionerProcessor,
     build_keyword_tokenizer,
 )
+from ..cards.model_card import CardInfo, build_model_card
 from ..data.captioning import LANDSCAPES, check_images, check_keywords, decode_image, load_captioning_data
 from .arguments import DataArguments, ModelArguments, TrainingArguments
 from .trainer import RecurrentSeq2SeqTrainer, push_output_folder, train_and_evaluate
@@ -42,7 +42,9 @@ def keyword_metrics(processor: LSTMCaptionerProcessor) -> Callable[[EvalPredicti
         return [set(keywords) for keywords in processor.batch_decode(ids)]
 
     def compute(prediction: EvalPrediction) -> dict[str, float]:
-        predictions = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        predictions = (
+            prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        )
         predicted, expected = keyword_sets(predictions), keyword_sets(prediction.label_ids)
         hits = sum(len(p & e) for p, e in zip(predicted, expected))
         n_predicted, n_expected = sum(map(len, predicted)), sum(map(len, expected))
@@ -105,7 +107,9 @@ def run_captioning(model_args: ModelArguments, data_args: DataArguments, trainin
     if training_args.push_to_hub and training_args.should_save:
         push_output_folder(trainer, output_dir)
     if training_args.should_save:
-        _print_examples(trainer.model, processor, data[eval_split or "train"], data_args.num_examples_to_print, output_dir, metrics)
+        _print_examples(
+            trainer.model, processor, data[eval_split or "train"], data_args.num_examples_to_print, output_dir, metrics
+        )
     return metrics
 
 
@@ -126,7 +130,9 @@ def _processor_and_model(model_args: ModelArguments, keywords: list[str]):
         image_size=model_args.image_size,
     )
     if model_args.vision_model_name:
-        model = LSTMCaptionerForConditionalGeneration.from_vision_pretrained(model_args.vision_model_name, **config_kwargs)
+        model = LSTMCaptionerForConditionalGeneration.from_vision_pretrained(
+            model_args.vision_model_name, **config_kwargs
+        )
     else:
         channels = [int(c) for c in model_args.cnn_channels.split(",")]
         model = LSTMCaptionerForConditionalGeneration(LSTMCaptionerConfig(cnn_channels=channels, **config_kwargs))
@@ -137,8 +143,11 @@ def _processor_and_model(model_args: ModelArguments, keywords: list[str]):
 def _card(model_args, data_args, training_args, trainer, metrics, eval_split, n_params) -> CardInfo:
     prefix = "test" if eval_split == "test" else "eval"
     dataset_id = data_args.dataset_citation_name or (
-        "hf-rnn/landscapes" if data_args.dataset_name == LANDSCAPES and not data_args.data_dir
-        else data_args.dataset_name if not data_args.data_dir else "local image folder"
+        "hf-rnn/landscapes"
+        if data_args.dataset_name == LANDSCAPES and not data_args.data_dir
+        else data_args.dataset_name
+        if not data_args.data_dir
+        else "local image folder"
     )
     config = trainer.model.config
     backbone = config.vision_config.model_type if config.vision_config is not None else f"CNN {config.cnn_channels}"
@@ -176,8 +185,11 @@ def _card(model_args, data_args, training_args, trainer, metrics, eval_split, n_
         ),
         limitations=[
             "Knows only the keywords of its training data, and only images that resemble it.",
-            *(["The landscapes are procedurally drawn cartoons: the model does not describe photographs."]
-              if dataset_id == "hf-rnn/landscapes" else []),
+            *(
+                ["The landscapes are procedurally drawn cartoons: the model does not describe photographs."]
+                if dataset_id == "hf-rnn/landscapes"
+                else []
+            ),
         ],
         tags=["image-to-text", "keywords", "captioning"],
     )

@@ -18,7 +18,9 @@ def translation_metrics(tokenizer) -> Callable[[EvalPrediction], dict[str, float
     languages such as Korean, where one wrong particle makes a whole word wrong."""
 
     def compute(prediction: EvalPrediction) -> dict[str, float]:
-        predictions = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        predictions = (
+            prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        )
         hypotheses = decode_generated(tokenizer, predictions)
         references = decode_generated(tokenizer, prediction.label_ids)
         return {

@@ -19,7 +19,8 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
 class TimeBudgetCallback(TrainerCallback):
-    """Ends training once `minutes` of training have passed (equal-time comparisons); the usual save and evaluation follow."""
+    """Ends training once `minutes` of training have passed (equal-time comparisons); the usual save and evaluation
+    follow."""
 
     def __init__(self, minutes: float):
         self.seconds = minutes * 60
@@ -83,7 +84,9 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
             and "labels" in dataset.column_names
         ):
             lengths = [len(labels) for labels in dataset["labels"]]
-            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths
+            )
         return super()._get_train_sampler(train_dataset)
 
     def evaluation_loop(self, *args, **kwargs):
@@ -126,7 +129,9 @@ def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str |
         if last is not None:
             logger.warning(
                 "%s already holds checkpoints (newest complete: %s); starting over. "
-                "Pass `--resume_from_checkpoint last` to continue instead.", output_dir, last.name,
+                "Pass `--resume_from_checkpoint last` to continue instead.",
+                output_dir,
+                last.name,
             )
         return None
     if str(resume_from_checkpoint).lower() in ("last", "true", "yes"):
@@ -155,7 +160,8 @@ def train_saving_on_interrupt(trainer: Seq2SeqTrainer, resume_from_checkpoint: s
             trainer._save_checkpoint(trainer.model, trial=None)
             logger.warning(
                 "Interrupted at step %d; saved %s. Continue with `--resume_from_checkpoint last`.",
-                step, Path(trainer.args.output_dir) / f"checkpoint-{step}",
+                step,
+                Path(trainer.args.output_dir) / f"checkpoint-{step}",
             )
         raise
     finally:

@@ -17,9 +17,19 @@ from .trainer import RecurrentSeq2SeqTrainer, push_output_folder, train_and_eval
 logger = logging.getLogger(__name__)
 
 MODEL_FIELDS = (
-    "embedding_size", "hidden_size", "num_encoder_layers", "num_decoder_layers", "bidirectional_encoder",
-    "cell_type", "attention_type", "input_feeding", "dropout", "decoder_init", "share_embeddings",
-    "tie_word_embeddings", "init_range",
+    "embedding_size",
+    "hidden_size",
+    "num_encoder_layers",
+    "num_decoder_layers",
+    "bidirectional_encoder",
+    "cell_type",
+    "attention_type",
+    "input_feeding",
+    "dropout",
+    "decoder_init",
+    "share_embeddings",
+    "tie_word_embeddings",
+    "init_range",
 )
 
 
@@ -51,7 +61,10 @@ def run_translation(model_args: ModelArguments, data_args: DataArguments, traini
         tokenizer = _tokenizer(model_args, pairs, output_dir, training_args.should_save)
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = tokenize_pairs(
-            pairs, tokenizer, data_args.max_source_length, data_args.max_target_length,
+            pairs,
+            tokenizer,
+            data_args.max_source_length,
+            data_args.max_target_length,
             num_proc=data_args.preprocessing_num_workers,
         )
 
@@ -83,7 +96,12 @@ def run_translation(model_args: ModelArguments, data_args: DataArguments, traini
     if training_args.should_save:
         readme_example = "I am a student." if (data_args.source_lang, data_args.target_lang) == ("en", "ko") else None
         _print_examples(
-            trainer.model, tokenizer, pairs[eval_split or "train"], data_args.num_examples_to_print, output_dir, metrics,
+            trainer.model,
+            tokenizer,
+            pairs[eval_split or "train"],
+            data_args.num_examples_to_print,
+            output_dir,
+            metrics,
             readme_example,
         )
     return metrics
@@ -146,7 +164,7 @@ def _card(model_args, data_args, training_args, trainer, metrics, eval_split, n_
         metrics={k.removeprefix(f"{prefix}_"): v for k, v in metrics.items() if k.startswith(f"{prefix}_")},
         hyperparameters={
             "architecture": f"{config.cell_type.upper()} encoder-decoder, {config.attention_type} attention, "
-                            f"input feeding {'on' if config.input_feeding else 'off'}",
+            f"input feeding {'on' if config.input_feeding else 'off'}",
             "parameters": f"{n_params:,}",
             "embedding / hidden size": f"{config.embedding_size} / {config.hidden_size}",
             "layers (encoder / decoder)": f"{config.num_encoder_layers} / {config.num_decoder_layers}",
@@ -171,9 +189,14 @@ def _card(model_args, data_args, training_args, trainer, metrics, eval_split, n_
         limitations=[
             "A small recurrent model trained on a single corpus: expect errors on sentences unlike the training data.",
             "Evaluation uses sacreBLEU with its default 13a tokenisation; chrF is the more telling figure for Korean.",
-            *(["The synthetic corpus covers a small grammar (pronouns, names, ~50 nouns, ~20 verbs, tense, "
-               "negation, a few questions); it is a demonstration, not a general translator."]
-              if dataset_id == "hf-rnn/synthetic_en_ko" else []),
+            *(
+                [
+                    "The synthetic corpus covers a small grammar (pronouns, names, ~50 nouns, ~20 verbs, tense, "
+                    "negation, a few questions); it is a demonstration, not a general translator."
+                ]
+                if dataset_id == "hf-rnn/synthetic_en_ko"
+                else []
+            ),
         ],
         tags=["translation", "seq2seq"],
     )

@@ -77,8 +77,14 @@ class LSTMSeq2SeqConfig(PreTrainedConfig):
 
     def _check_fields(self) -> None:
         """Fail at construction with the field's name, not later with a shape error inside torch."""
-        for name in ("vocab_size", "decoder_vocab_size", "embedding_size", "hidden_size",
-                     "num_encoder_layers", "num_decoder_layers"):
+        for name in (
+            "vocab_size",
+            "decoder_vocab_size",
+            "embedding_size",
+            "hidden_size",
+            "num_encoder_layers",
+            "num_decoder_layers",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")

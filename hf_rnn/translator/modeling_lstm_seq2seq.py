@@ -30,11 +30,19 @@ RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 NON_RAISING_PROCESSORS = tuple(
     getattr(logits_process, name)
     for name in (
-        "MinLengthLogitsProcessor", "MinNewTokensLengthLogitsProcessor", "RepetitionPenaltyLogitsProcessor",
-        "EncoderRepetitionPenaltyLogitsProcessor", "NoRepeatNGramLogitsProcessor",
-        "EncoderNoRepeatNGramLogitsProcessor", "NoBadWordsLogitsProcessor", "PrefixConstrainedLogitsProcessor",
-        "ForcedBOSTokenLogitsProcessor", "ForcedEOSTokenLogitsProcessor", "SuppressTokensLogitsProcessor",
-        "SuppressTokensAtBeginLogitsProcessor", "LogitNormalization",
+        "MinLengthLogitsProcessor",
+        "MinNewTokensLengthLogitsProcessor",
+        "RepetitionPenaltyLogitsProcessor",
+        "EncoderRepetitionPenaltyLogitsProcessor",
+        "NoRepeatNGramLogitsProcessor",
+        "EncoderNoRepeatNGramLogitsProcessor",
+        "NoBadWordsLogitsProcessor",
+        "PrefixConstrainedLogitsProcessor",
+        "ForcedBOSTokenLogitsProcessor",
+        "ForcedEOSTokenLogitsProcessor",
+        "SuppressTokensLogitsProcessor",
+        "SuppressTokensAtBeginLogitsProcessor",
+        "LogitNormalization",
     )
     if hasattr(logits_process, name)
 )
@@ -131,9 +139,16 @@ class EndedRows:
             return torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
         return self.done_items.to(input_ids.device).repeat_interleave(self.num_beams)[self.rows]
 
-    def sentences_settled(self, running_beam_scores: torch.Tensor, beam_scores: torch.Tensor,
-                          is_sent_finished: torch.Tensor, cur_len: int, max_length: int, decoder_prompt_len: int,
-                          length_penalty: float) -> torch.Tensor:
+    def sentences_settled(
+        self,
+        running_beam_scores: torch.Tensor,
+        beam_scores: torch.Tensor,
+        is_sent_finished: torch.Tensor,
+        cur_len: int,
+        max_length: int,
+        decoder_prompt_len: int,
+        length_penalty: float,
+    ) -> torch.Tensor:
         """(batch,) beam search: sentences whose returned hypotheses can no longer change.
 
         transformers keeps a sentence until `num_beams` hypotheses have finished, though only the
@@ -255,7 +270,8 @@ class LSTMSeq2SeqAttention(nn.Module):
         memory_mask: torch.Tensor,
         keys: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """query (B, T, H), memory (B, S, H), memory_mask (B, S) bool -> attentional vector (B, T, H), weights (B, T, S)."""
+        """query (B, T, H), memory (B, S, H), memory_mask (B, S) bool -> attentional vector (B, T, H), weights
+        (B, T, S)."""
         if self.attention_type == "dot":
             scores = torch.bmm(query, memory.transpose(1, 2))
         elif self.attention_type == "general":
@@ -376,7 +392,8 @@ class LSTMSeq2SeqDecoder(nn.Module):
         encoder_attention_mask: torch.Tensor,
         cache: LSTMSeq2SeqCache | None = None,
     ) -> tuple[torch.Tensor, LSTMSeq2SeqCache, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """Returns attentional vectors (B, T, H), the state after the last token, attention weights, embeddings, RNN outputs."""
+        """Returns attentional vectors (B, T, H), the state after the last token, attention weights, embeddings and
+        RNN outputs."""
         check_token_ids("decoder_input_ids", input_ids, self.config.decoder_vocab_size)
         if cache is None:
             cache = self.init_cache(encoder_outputs)
@@ -433,7 +450,9 @@ class LSTMSeq2SeqDecoder(nn.Module):
             input_ids = input_ids[keep]
         return input_ids, state.memory, state.memory_mask
 
-    def _cell_step(self, step_input: torch.Tensor, hidden: list[torch.Tensor], cell: list[torch.Tensor] | None) -> torch.Tensor:
+    def _cell_step(
+        self, step_input: torch.Tensor, hidden: list[torch.Tensor], cell: list[torch.Tensor] | None
+    ) -> torch.Tensor:
         """One time step through every layer, updating `hidden`/`cell` (one tensor per layer) in place.
 
         Input feeding forces a loop over time; calling `nn.LSTM` once per step costs about
@@ -575,7 +594,9 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
             decoder_input_ids, encoder_outputs, attention_mask, cache=cache
         )
         if new_cache.rows is not None:  # ended rows were dropped: zeros in their place keep the batch shape
-            vectors = vectors.new_zeros(decoder_input_ids.shape[0], *vectors.shape[1:]).index_copy(0, new_cache.rows, vectors)
+            vectors = vectors.new_zeros(decoder_input_ids.shape[0], *vectors.shape[1:]).index_copy(
+                0, new_cache.rows, vectors
+            )
         output = Seq2SeqModelOutput(
             last_hidden_state=vectors,
             cache=new_cache if use_cache else None,
@@ -588,7 +609,7 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
 
 
 class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, GenerationMixin):
-    """The translator: `LSTMSeq2SeqModel` plus the softmax layer, trainable with `labels` and usable with `generate()`."""
+    """The translator: `LSTMSeq2SeqModel` plus the softmax layer, trainable with `labels`, usable with `generate()`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
     _ended_rows: EndedRows | None = None  # set by generate() while it runs, when finished sentences may be dropped
@@ -623,7 +644,9 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
             if num_beams == 1:
                 self._ended_rows = EndedRows(token_ids=torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos]))
             elif not config.do_sample:
-                self._ended_rows = EndedRows(num_beams=num_beams, num_return_sequences=config.num_return_sequences or 1)
+                self._ended_rows = EndedRows(
+                    num_beams=num_beams, num_return_sequences=config.num_return_sequences or 1
+                )
         try:
             return super().generate(*args, **kwargs)
         finally:
@@ -649,8 +672,18 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
         # transformers 5 passes keywords; called any other way, every row is simply kept.
         if self._ended_rows is not None and self._ended_rows.num_beams > 1 and not args:
             settled = self._ended_rows.sentences_settled(
-                **{key: kwargs[key] for key in ("running_beam_scores", "beam_scores", "is_sent_finished", "cur_len",
-                                                "max_length", "decoder_prompt_len", "length_penalty")}
+                **{
+                    key: kwargs[key]
+                    for key in (
+                        "running_beam_scores",
+                        "beam_scores",
+                        "is_sent_finished",
+                        "cur_len",
+                        "max_length",
+                        "decoder_prompt_len",
+                        "length_penalty",
+                    )
+                }
             )
             can_improve = can_improve & ~settled[:, None]
             done = ~can_improve[:, 0]

@@ -43,7 +43,9 @@ class TranslationPipeline(Pipeline):
 
     def preprocess(self, text: str, truncation: bool = False, max_length: int | None = None) -> dict:
         if not isinstance(text, str):
-            raise ValueError(f"The translation pipeline takes text (a string or a list of strings), got {type(text).__name__}.")
+            raise ValueError(
+                f"The translation pipeline takes text (a string or a list of strings), got {type(text).__name__}."
+            )
         encoded = self.tokenizer(text, return_tensors="pt", truncation=truncation, max_length=max_length)
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
@@ -59,7 +61,9 @@ class TranslationPipeline(Pipeline):
         return [
             {
                 "translation_text": self.tokenizer.decode(
-                    ids, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=clean_up_tokenization_spaces
+                    ids,
+                    skip_special_tokens=skip_special_tokens,
+                    clean_up_tokenization_spaces=clean_up_tokenization_spaces,
                 )
             }
             for ids in sequences
