@@ -61,7 +61,11 @@ def test_crlf_and_a_byte_order_mark_are_line_syntax_not_text(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("bad.jsonl", '{"en": "a", "ko": "b"}\n{"en": "a", "ko": }\n', r"bad\.jsonl, line 2, column 19: invalid JSON \(Expecting value\)"),
+        (
+            "bad.jsonl",
+            '{"en": "a", "ko": "b"}\n{"en": "a", "ko": }\n',
+            r"bad\.jsonl, line 2, column 19: invalid JSON \(",
+        ),
         ("list.jsonl", '["a", "b"]\n', r"list\.jsonl, line 1: expected a JSON object, got list"),
         ("number.jsonl", '{"en": "a", "ko": 5}\n', r"number\.jsonl, line 1: column `ko` holds int 5; it must be text"),
         ("empty.jsonl", "", r"empty\.jsonl has no rows"),
@@ -83,7 +87,7 @@ def test_malformed_files_are_named_with_line_and_column(tmp_path, name, content,
 
 def test_non_utf8_bytes_are_named_by_line_and_column(tmp_path):
     path = tmp_path / "latin1.tsv"
-    path.write_bytes("en\tko\nok\tfine\ncaf".encode() + b"\xe9\tx\n")
+    path.write_bytes(b"en\tko\nok\tfine\ncaf" + b"\xe9\tx\n")
     with pytest.raises(DataFileError, match=r"latin1\.tsv, line 3, column 4: byte 0xe9 is not UTF-8"):
         load(path)
 

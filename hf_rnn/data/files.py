@@ -81,6 +81,7 @@ def load_fields(
         DataFileError: a file is empty, malformed, not UTF-8, lacks a column, or holds a wrongly typed value.
     """
     if data_files:
+        check_files_exist(data_files)
         return DatasetDict({split: _load_file(Path(path), resolve_fields) for split, path in data_files.items()})
     if dataset is None:
         raw = load_dataset(dataset_name, dataset_config_name)
@@ -148,7 +149,10 @@ def _load_file(path: Path, resolve_fields: FieldResolver) -> Dataset:
             columns[name].append(value)
     if columns is None:
         raise DataFileError(f"{path} has no rows (it is empty).")
-    _log_dropped(str(path), dropped, len(dropped) + len(next(iter(columns.values()), [])), "line")
+    kept = len(next(iter(columns.values()), []))
+    _log_dropped(str(path), dropped, len(dropped) + kept, "line")
+    if kept == 0:
+        raise DataFileError(f"{path}: no row has text in every one of {_field_names(fields)}.")
     return Dataset.from_dict(columns)
 
 
@@ -272,6 +276,8 @@ def _select(dataset: Dataset, resolve_fields: FieldResolver, source: str) -> Dat
     if not all(has_text):
         _log_dropped(source, [i + 1 for i, ok in enumerate(has_text) if not ok], len(selected), "row")
         selected = selected.select([i for i, ok in enumerate(has_text) if ok])
+    if len(selected) == 0:
+        raise DataFileError(f"{source}: no row has text in every one of {_field_names(fields)}.")
     return selected
 
 
@@ -296,6 +302,10 @@ def _resolve(resolve_fields: FieldResolver, columns: list[str], source) -> dict[
         return resolve_fields(columns)
     except ValueError as error:
         raise DataFileError(f"{source}: {error}") from None
+
+
+def _field_names(fields: dict[str, Field]) -> str:
+    return ", ".join(f"`{field.name}`" for field in fields.values() if field.kind == "text")
 
 
 def _value_at(row: dict, path: tuple[str, ...]):

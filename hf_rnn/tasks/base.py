@@ -52,6 +52,8 @@ class Task:
     model_class: ClassVar[type[PreTrainedModel]]
     auto_model_class: ClassVar[type]
     derived_config_fields: ClassVar[tuple[str, ...]] = ()
+    # The collator builds model inputs from raw columns (e.g. images): the Trainer must not drop them.
+    collator_reads_raw_columns: ClassVar[bool] = False
 
     def __init__(self, args, data_args, task_args, training_args, model_overrides: dict[str, Any]):
         self.args, self.data_args, self.task_args, self.training_args = args, data_args, task_args, training_args

@@ -57,6 +57,7 @@ class CaptioningTask(Task):
         "decoder_start_token_id",
         "vision_config",
     )
+    collator_reads_raw_columns = True  # images are decoded per batch, not cached as tensors
 
     @property
     def image_size(self) -> int:

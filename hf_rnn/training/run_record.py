@@ -45,6 +45,7 @@ def prepare_output_dir(
         FileNotFoundError: `resume_from_checkpoint` names no complete checkpoint.
     """
     output_dir = Path(output_dir)
+    identity = json.loads(json.dumps(identity))  # compared as it is stored (tuples become lists)
     recorded = _read_record(output_dir)
     contents = [p.name for p in output_dir.iterdir() if not p.name.startswith(".")] if output_dir.is_dir() else []
     if overwrite and contents:

@@ -31,6 +31,8 @@ def run(config: RunConfig) -> dict:
     task, data_args, args, training = config.task, config.data, config.args, config.training
     output_dir = Path(training.output_dir)
     set_seed(training.seed)
+    if task.collator_reads_raw_columns:
+        training.remove_unused_columns = False
 
     identity = {"task": task.name, **task.run_identity(), "model": config.model}
     with training.main_process_first(desc="checking the output folder"):
