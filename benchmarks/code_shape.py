@@ -39,7 +39,7 @@ def traced_training_run() -> dict:
 
     def module_of(frame) -> str | None:
         name = frame.f_globals.get("__name__", "")
-        return name if name.startswith("hf_rnn") or name == "train" else None
+        return name if name.startswith("hf_rnn") else None
 
     def profile(frame, event, arg):
         if event != "call" or frame.f_code.co_name == "<module>":  # imports are not part of the run's path
@@ -54,13 +54,13 @@ def traced_training_run() -> dict:
         if caller is not None and module_of(caller) != callee:
             edges.add((module_of(caller), callee))
 
-    import train
+    from hf_rnn import train
 
     with tempfile.TemporaryDirectory() as output_dir:
         argv = [
             "--output_dir", output_dir, "--max_steps", "2", "--synthetic_train_size", "64",
-            "--synthetic_eval_size", "8", "--per_device_train_batch_size", "8", "--hidden_size", "16",
-            "--embedding_size", "8", "--tokenizer_vocab_size", "400", "--eval_strategy", "no",
+            "--synthetic_eval_size", "8", "--per_device_train_batch_size", "8", "--model.hidden_size", "16",
+            "--model.embedding_size", "8", "--tokenizer_vocab_size", "400", "--eval_strategy", "no",
             "--save_strategy", "no", "--report_to", "none", "--num_examples_to_print", "1",
         ]  # fmt: skip
         sys.setprofile(profile)

@@ -21,7 +21,7 @@ Stages (each writes its raw results to OUT/<stage>.json, so any stage can be rer
   hf-rnn's own venv PEERS_DIR/hf (the README's install: `pip install torch==2.13.0`, then this
   repo, editable), then hf-rnn's copy of the same data in PEERS_DIR/hf-data: the peers' tokenised text with
   every out-of-vocabulary word replaced by `<unk>` (their two frequency>=2 vocabularies) and a
-  word-level tokenizer listing the German words first, so `--decoder_vocab_size` gives hf-rnn
+  word-level tokenizer listing the German words first, so `--model.decoder_vocab_size` gives hf-rnn
   exactly the peers' target vocabulary.
 - throughput: --throughput-steps training steps of the common shape (batch 64 sentences, Adam 1e-3
   constant, no label smoothing: hf-rnn's config is overridden where it differs) per tool,
@@ -230,29 +230,6 @@ def read_lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 
 
-def hf_train_fields(args: argparse.Namespace) -> set[str]:
-    """The flags train.py accepts now (hf_rnn is being changed while this script exists)."""
-    code = (
-        "from dataclasses import fields; from hf_rnn.training.arguments import DataArguments, ModelArguments, "
-        "TrainingArguments; print(' '.join(f.name for c in (ModelArguments, DataArguments, TrainingArguments) "
-        "for f in fields(c)))"
-    )
-    result = subprocess.run([hf_python(args), "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise StageError(f"cannot import hf_rnn's training arguments:\n{result.stderr[-2000:]}")
-    return set(result.stdout.split())
-
-
-def require_hf_flags(args: argparse.Namespace, *names: str) -> None:
-    missing = [name for name in names if name not in hf_train_fields(args)]
-    if missing:
-        raise StageError(
-            "train.py does not accept "
-            + ", ".join(f"--{n}" for n in missing)
-            + " yet (hf_rnn/training/arguments.py); this part cannot run until it does."
-        )
-
-
 # -------------------------------------------------------------------------------------------- prep
 
 
@@ -317,7 +294,7 @@ def build_hf_data(data: Path, hf_data: Path) -> dict:
     """JSONL splits with the peers' out-of-vocabulary words as `<unk>`; a word-level tokenizer over both vocabularies.
 
     The tokenizer lists `<pad> <s> </s> <unk>`, then the German words, then the English words
-    that are not German words too: target ids are 0..4+|de|-1, so `--decoder_vocab_size` cuts
+    that are not German words too: target ids are 0..4+|de|-1, so `--model.decoder_vocab_size` cuts
     hf-rnn's output layer to exactly the peers' target vocabulary; the encoder's embedding has
     the whole tokenizer's rows (the German-only rows are never used by a source sentence).
     """
@@ -528,8 +505,6 @@ def prep_results(args: argparse.Namespace) -> dict:
 def stage_throughput(args: argparse.Namespace) -> None:
     """Same-shape training speed, interleaved ONMT, hf-rnn IF on, Joey, hf-rnn IF off."""
     prep = prep_results(args)
-    if "hf" in args.tools:
-        require_hf_flags(args, "decoder_vocab_size")
     record = stage_record(args, args.out / "throughput.json")
     steps, warmup, every = args.throughput_steps, args.warmup_effective, args.log_every_effective
     record.update(
@@ -569,9 +544,9 @@ def stage_throughput(args: argparse.Namespace) -> None:
                             hf_data / "train.jsonl",
                             "--tokenizer_name",
                             hf_data / "tokenizer",
-                            "--decoder_vocab_size",
+                            "--model.decoder_vocab_size",
                             str(prep["decoder_vocab_size"]),
-                            "--input_feeding",
+                            "--model.input_feeding",
                             feeding,
                             "--max_steps",
                             str(steps),
@@ -810,7 +785,7 @@ def hf_input_feeding(args: argparse.Namespace) -> bool:
     """Whether hf-rnn's quality run feeds attention back, as train.py reads --hf-config plus --hf-train-args."""
     code = (
         "import sys; from hf_rnn.training.arguments import parse_args; "
-        "print(parse_args(sys.argv[1:])[0].input_feeding)"
+        "run = parse_args(sys.argv[1:]); print(run.task.config_class(**run.model).input_feeding)"
     )
     result = subprocess.run(
         [hf_python(args), "-c", code, args.hf_config, *shlex.split(args.hf_train_args)],
@@ -830,8 +805,6 @@ def stage_quality(args: argparse.Namespace) -> None:
     throughput = read_json(args.out / "throughput.json")
     if not throughput and ({"onmt", "joey"} & set(args.tools)):
         raise StageError("quality needs throughput.json: the peers' step budgets come from their measured speed")
-    if "hf" in args.tools:
-        require_hf_flags(args, "max_train_minutes")
     references = read_lines(args.peers_dir / "data" / "test.tok.de")
     record = stage_record(args, args.out / "quality.json")
     record.update(
@@ -854,7 +827,7 @@ def stage_quality(args: argparse.Namespace) -> None:
                     hf_data / "train.jsonl",
                     "--tokenizer_name",
                     hf_data / "tokenizer",
-                    "--decoder_vocab_size",
+                    "--model.decoder_vocab_size",
                     str(prep["decoder_vocab_size"]),
                 ]
             else:  # raw cased text, hf-rnn's own subword tokenizer; test BLEU (cased 13a) at the end
@@ -1189,7 +1162,7 @@ def stage_report(args: argparse.Namespace) -> None:
         "the peers' data for everyone: lowercased `\\w+|[^\\w\\s]` tokens, frequency ≥ 2 vocabularies "
         + (
             f"(en {prep['vocab_en']:,}, de {prep['vocab_de']:,}); hf-rnn reads them through a word-level tokenizer "
-            f"of {prep['tokenizer_size']:,} ids with `--decoder_vocab_size {prep['decoder_vocab_size']}`."
+            f"of {prep['tokenizer_size']:,} ids with `--model.decoder_vocab_size {prep['decoder_vocab_size']}`."
             if prep
             else "(prep.json missing)"
         ),

@@ -1,4 +1,4 @@
-"""train.py end to end: arguments, data sources, resume, multi-process metrics, card, Hub push, CLI."""
+"""train.py end to end: arguments, data sources, the output folder, resume, multi-process metrics, card, Hub, CLI."""
 
 import json
 import logging
@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
 import sacrebleu
 import torch
@@ -14,20 +13,19 @@ from helpers import BLOCK_HF_RNN, REPO_ROOT, hub_client_env, subprocess_env
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Trainer
 
+from hf_rnn import train
+from hf_rnn.data.files import DataFileError
 from hf_rnn.data.synthetic_en_ko import build_synthetic_en_ko
-from hf_rnn.data.translation import load_raw_translation_data, to_source_target
-from hf_rnn.training.arguments import parse_args
+from hf_rnn.training.arguments import parse_args, shipped_configs
+from hf_rnn.training.run_record import RECORD_FILE
 from hf_rnn.training.trainer import last_complete_checkpoint
 
-sys.path.insert(0, str(REPO_ROOT))
-import train
-
 TINY = [
-    "--embedding_size",
+    "--model.embedding_size",
     "16",
-    "--hidden_size",
+    "--model.hidden_size",
     "32",
-    "--dropout",
+    "--model.dropout",
     "0.0",
     "--tokenizer_vocab_size",
     "400",
@@ -50,81 +48,124 @@ TINY = [
     "--num_examples_to_print",
     "2",
 ]
+QUICK = ["--eval_strategy", "no", "--save_strategy", "no"]
 
 
 def tiny_run(output_dir, *extra: str) -> list[str]:
-    return [str(train.DEFAULT_CONFIG), *TINY, "--output_dir", str(output_dir), *extra]
+    return ["synthetic_en_ko", *TINY, "--output_dir", str(output_dir), *extra]
+
+
+def write_jsonl(path, pairs, source="en", target="ko"):
+    path.write_text(
+        "".join(json.dumps({"translation": {source: s, target: t}}, ensure_ascii=False) + "\n" for s, t in pairs)
+    )
+    return path
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny end-to-end run shared by the tests that only read its output."""
     output_dir = tmp_path_factory.mktemp("run") / "tiny-en-ko"
-    metrics = train.main(
-        tiny_run(
-            output_dir, "--max_steps", "30", "--logging_steps", "10", "--eval_strategy", "no", "--save_strategy", "no"
-        )
-    )
+    metrics = train.main(tiny_run(output_dir, "--max_steps", "30", "--logging_steps", "10", *QUICK))
     return output_dir, metrics
 
 
-def test_yaml_values_and_command_line_overrides(tmp_path):
+# -- arguments ------------------------------------------------------------------------------------------------------
+
+
+def test_yaml_model_section_and_command_line_overrides(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text("hidden_size: 64\nlearning_rate: 0.01\ncell_type: gru\nsource_lang: fr\noutput_dir: from-yaml\n")
-    model_args, data_args, training_args = parse_args([str(config), "--learning_rate", "0.5", "--source_lang", "de"])
-    assert (model_args.hidden_size, model_args.cell_type) == (64, "gru")
-    assert training_args.learning_rate == 0.5 and data_args.source_lang == "de"
-    assert training_args.output_dir == "from-yaml"
-    assert training_args.predict_with_generate is True
-    (tmp_path / "bad.yaml").write_text("hiden_size: 64\n")
-    with pytest.raises(ValueError, match="Unknown key\\(s\\) in .*bad.yaml: hiden_size"):
-        parse_args([str(tmp_path / "bad.yaml")])
+    config.write_text(
+        "task: translation\nsource_lang: fr\ntarget_lang: en\noutput_dir: from-yaml\nlearning_rate: 0.01\n"
+        "model:\n  hidden_size: 64\n  cell_type: gru\n"
+    )
+    run = parse_args([str(config), "--learning_rate", "0.5", "--source_lang", "de", "--model.hidden_size=128"])
+    assert run.model == {"hidden_size": 128, "cell_type": "gru"}
+    assert run.training.learning_rate == 0.5 and run.task_args.source_lang == "de"
+    assert run.training.output_dir == "from-yaml" and run.training.predict_with_generate is True
+    # --model.X values are YAML: numbers, booleans and lists keep their types.
+    run = parse_args([str(config), "--model.input_feeding", "false", "--model.dropout", "0.25"])
+    assert run.model["input_feeding"] is False and run.model["dropout"] == 0.25
+
+
+@pytest.mark.parametrize(
+    "yaml_text, argv, message",
+    [
+        ("hiden_size: 64\n", [], r"Unknown key\(s\) in .*bad\.yaml: hiden_size"),
+        ("hidden_size: 64\n", [], r"hidden_size \(a LSTMSeq2SeqConfig field: put it under `model:`"),
+        ("", ["--hidden_size", "64"], r"on the command line: hidden_size \(a LSTMSeq2SeqConfig field"),
+        ("model:\n  hiden_size: 64\n", [], r"`model\.hiden_size` is not a field of LSTMSeq2SeqConfig; its fields: "),
+        ("model:\n  vocab_size: 64\n", [], r"`model\.vocab_size` is set by the translation task"),
+        ("model: 3\n", [], r"`model:` in .*bad\.yaml must be a mapping"),
+        ("task: summarization\n", [], r"Unknown task 'summarization'; tasks: translation, captioning"),
+        ("", ["--model.cell_type"], r"--model\.cell_type needs a value"),
+    ],
+)
+def test_argument_errors_name_the_key(tmp_path, yaml_text, argv, message):
+    (tmp_path / "bad.yaml").write_text(yaml_text + "output_dir: x\n")
+    with pytest.raises(ValueError, match=message):
+        parse_args([str(tmp_path / "bad.yaml"), *argv])
 
 
 def test_default_run_uses_the_embedded_config():
-    model_args, data_args, training_args = parse_args([], default_config=train.DEFAULT_CONFIG)
-    assert data_args.dataset_name == "synthetic_en_ko" and model_args.task == "translation"
-    assert training_args.output_dir == "outputs/synthetic-en-ko"
+    run = parse_args([])
+    assert run.data.dataset_name == "synthetic_en_ko" and run.task.name == "translation"
+    assert run.training.output_dir == "outputs/synthetic-en-ko"
+    with pytest.raises(ValueError, match="max_train_minutes"):
+        parse_args(["--max_train_minutes", "0"])
 
 
-PAIRS = [("I am a student.", "나는 학생이다."), ("  ", "빈"), ("You eat.", "너는 먹는다."), ("Tom runs.", "")]
+@pytest.mark.parametrize("name", sorted(shipped_configs()))
+def test_every_shipped_config_parses_by_name_and_path(name):
+    by_name = parse_args([name])
+    assert by_name.config_file.name == f"{name}.yaml"
+    assert by_name.training.output_dir.startswith("outputs/")
+    by_path = parse_args([str(REPO_ROOT / "configs" / f"{name}.yaml")])
+    assert by_path.model == by_name.model
+    # Every model section builds a valid config (typed fields, cross-field rules).
+    by_name.task.config_class(**by_name.model)
 
 
-@pytest.mark.parametrize("form", ["jsonl-translation", "json-columns", "csv", "tsv", "parquet"])
-def test_every_local_file_form_gives_the_same_pairs(tmp_path, form, caplog):
-    if form == "jsonl-translation":
-        path = tmp_path / "train.jsonl"
-        path.write_text(
-            "".join(json.dumps({"translation": {"en": s, "ko": t}}, ensure_ascii=False) + "\n" for s, t in PAIRS)
-        )
-    else:
-        frame = pd.DataFrame({"english": [s for s, _ in PAIRS], "korean": [t for _, t in PAIRS]})
-        suffix = {"json-columns": ".jsonl", "csv": ".csv", "tsv": ".tsv", "parquet": ".parquet"}[form]
-        path = tmp_path / f"train{suffix}"
-        if form == "json-columns":
-            frame.to_json(path, orient="records", lines=True, force_ascii=False)
-        elif form == "parquet":
-            frame.to_parquet(path)
-        else:
-            frame.to_csv(path, sep="\t" if form == "tsv" else ",", index=False)
-    columns = {} if form == "jsonl-translation" else {"source_column": "english", "target_column": "korean"}
-    raw = load_raw_translation_data(None, data_files={"train": str(path)})
-    with caplog.at_level(logging.WARNING):
-        pairs = to_source_target(raw, "en", "ko", **columns)
-    assert list(zip(pairs["train"]["source"], pairs["train"]["target"])) == [PAIRS[0], PAIRS[2]]
-    assert "Dropped 2 empty or blank pair(s) from the train split" in caplog.text
+def test_shipped_configs_are_the_repository_configs():
+    assert {path.name for path in shipped_configs().values()} == {
+        p.name for p in (REPO_ROOT / "configs").glob("*.yaml")
+    }
+    with pytest.raises(FileNotFoundError, match="shipped configs: captioner_imagefolder, .*synthetic_en_ko"):
+        parse_args(["no_such_config"])
 
 
-def test_data_errors_name_the_problem(tmp_path):
+# -- data through the translation task ------------------------------------------------------------------------------
+
+
+def load_pairs(*argv):
+    run = parse_args(["synthetic_en_ko", "--output_dir", "unused", *argv])
+    data = run.task.load_data()
+    return {split: list(zip(rows["source"], rows["target"])) for split, rows in data.items()}
+
+
+def test_translation_layout_columns_and_language_named_columns(tmp_path):
+    write_jsonl(tmp_path / "t.jsonl", [("one", "하나")])
+    (tmp_path / "c.csv").write_text("english,korean\none,하나\n")
+    (tmp_path / "l.tsv").write_text("ko\ten\n하나\tone\n")
+    assert load_pairs("--train_file", str(tmp_path / "t.jsonl")) == {"train": [("one", "하나")]}
+    columns = ["--source_column", "english", "--target_column", "korean"]
+    assert load_pairs("--train_file", str(tmp_path / "c.csv"), *columns) == {"train": [("one", "하나")]}
+    assert load_pairs("--train_file", str(tmp_path / "l.tsv")) == {"train": [("one", "하나")]}
+
+
+def test_data_errors_name_the_file_and_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
-        load_raw_translation_data(None, data_files={"train": str(tmp_path / "missing.jsonl")})
+        load_pairs("--train_file", str(tmp_path / "missing.jsonl"))
     (tmp_path / "a.txt").write_text("x")
-    with pytest.raises(ValueError, match="share one format"):
-        load_raw_translation_data(None, data_files={"train": str(tmp_path / "a.txt")})
-    path = tmp_path / "pairs.jsonl"
-    path.write_text(json.dumps({"translation": {"en": "a", "de": "b"}}) + "\n")
-    with pytest.raises(ValueError, match="translates between \\['de', 'en'\\], not 'en'→'ko'"):
-        to_source_target(load_raw_translation_data(None, data_files={"train": str(path)}), "en", "ko")
+    with pytest.raises(DataFileError, match="share one format"):
+        load_pairs("--train_file", str(tmp_path / "a.txt"))
+    write_jsonl(tmp_path / "de.jsonl", [("a", "b")], target="de")
+    with pytest.raises(DataFileError, match=r"de\.jsonl: no row has text in every one of `translation.en`, `transl"):
+        load_pairs("--train_file", str(tmp_path / "de.jsonl"))
+    (tmp_path / "c.csv").write_text("english,korean\none,하나\n")
+    columns_error = r"c\.csv: has columns \['english', 'korean'\], not \['en', 'ko'\]: set `source_column`"
+    with pytest.raises(DataFileError, match=columns_error):
+        load_pairs("--train_file", str(tmp_path / "c.csv"))
 
 
 def test_hub_dataset_source(hub_server, tmp_path):
@@ -134,24 +175,20 @@ def test_hub_dataset_source(hub_server, tmp_path):
     folder = tmp_path / "dataset"
     (folder / "data").mkdir(parents=True)
     for split in ("train", "validation"):
-        rows = [{"translation": {"en": f"{split} {i}", "ko": f"{split} 번역 {i}"}} for i in range(3)]
-        (folder / "data" / f"{split}.jsonl").write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        )
+        write_jsonl(folder / "data" / f"{split}.jsonl", [(f"{split} {i}", f"{split} 번역 {i}") for i in range(3)])
     api = HfApi()
     api.create_repo("user/pairs", repo_type="dataset")
     api.upload_folder(repo_id="user/pairs", repo_type="dataset", folder_path=folder)
-    pairs = to_source_target(
-        load_raw_translation_data("user/pairs", splits={"train": "train", "validation": "validation", "test": "test"}),
-        "en",
-        "ko",
-    )
+    pairs = load_pairs("--dataset_name", "user/pairs")
     assert sorted(pairs) == ["train", "validation"]
-    assert pairs["validation"]["target"] == ["validation 번역 0", "validation 번역 1", "validation 번역 2"]
+    assert [t for _, t in pairs["validation"]] == ["validation 번역 0", "validation 번역 1", "validation 번역 2"]
+
+
+# -- end to end -----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_trained_folder_loads_translates_and_has_a_valid_card(trained):
+def test_trained_folder_loads_translates_and_has_a_truthful_card(trained):
     output_dir, metrics = trained
     assert {"test_bleu", "test_chrf", "eval_bleu"} <= set(metrics)
     model = AutoModelForSeq2SeqLM.from_pretrained(output_dir).eval()
@@ -163,9 +200,14 @@ def test_trained_folder_loads_translates_and_has_a_valid_card(trained):
     data = card.data.to_dict()
     assert data["language"] == ["en", "ko"] and data["license"] == "apache-2.0"
     assert data["pipeline_tag"] == "translation" and "hf-rnn" in data["tags"]
+    assert "datasets" not in data  # the embedded corpus is not a Hub dataset
+    assert data["widget"][0]["text"] == build_synthetic_en_ko(400, 20, 20)["test"][0]["translation"]["en"]
     results = {m["type"]: m["value"] for r in data["model-index"][0]["results"] for m in r["metrics"]}
     assert results["bleu"] == pytest.approx(metrics["test_bleu"], abs=1e-3)
-    assert "## Training loss" in card.text and "| step | epoch | loss |" in card.text
+    assert "### Training loss" in card.text and "| step | epoch | loss |" in card.text
+    assert "synthetic corpus covers a small grammar" in card.text
+    assert str(output_dir.parent) not in card.text  # no local paths: the usage snippet names the folder
+    assert "| optimizer | adamw_torch_fused |" in card.text
 
 
 def test_training_log_reports_target_token_throughput(trained):
@@ -176,128 +218,106 @@ def test_training_log_reports_target_token_throughput(trained):
     assert all(entry["target_tokens_per_second"] > 0 for entry in training_entries)
 
 
+@pytest.mark.slow
+def test_own_csv_alone_trains_with_held_out_validation_and_card_says_what_it_was(tmp_path, caplog):
+    """`--train_file` alone: a validation split is held out (and said); the card names the file and the given
+    languages, cites no dataset, claims no synthetic limitation; BLEU is against the raw (untruncated) references."""
+    rows = build_synthetic_en_ko(200, 1, 1, seed=3)["train"]["translation"]
+    csv_path = tmp_path / "mine.csv"
+    csv_path.write_text("src,tgt\n" + "".join(f'"{p["en"]}","{p["ko"]}"\n' for p in rows))
+    output_dir = tmp_path / "mine"
+    argv = [*TINY, "--output_dir", str(output_dir), "--max_steps", "4", "--save_strategy", "no"]
+    argv += ["--train_file", str(csv_path), "--source_column", "src", "--target_column", "tgt"]
+    argv += ["--source_lang", "en", "--target_lang", "fr", "--max_target_length", "4", "--eval_strategy", "epoch"]
+    with caplog.at_level(logging.WARNING):
+        metrics = train.main(["synthetic_en_ko", *argv])
+    assert "No validation split: holding out 10 of the training rows" in caplog.text
+    assert metrics["eval_num_sentences"] == 10.0 and "test_bleu" not in metrics
+
+    card = ModelCard.load(output_dir / "README.md")
+    assert card.data.to_dict()["language"] == ["en", "fr"] and "datasets" not in card.data.to_dict()
+    assert "local files mine.csv" in card.text and "synthetic corpus" not in card.text
+
+    # Independently: the saved model's translations of the held-out rows, scored against their raw targets.
+    from hf_rnn.training.runner import _limit_and_split
+
+    held_out = parse_args(["synthetic_en_ko", *argv])
+    validation = _limit_and_split(held_out.task.load_data(), held_out.data, True, held_out.training.seed)["validation"]
+    model = AutoModelForSeq2SeqLM.from_pretrained(output_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    inputs = tokenizer(list(validation["source"]), return_tensors="pt", padding=True, truncation=True, max_length=24)
+    with torch.no_grad():
+        hypotheses = tokenizer.batch_decode(model.generate(**inputs), skip_special_tokens=True)
+    # Targets longer than 4 tokens: references decoded from truncated label ids would differ from these.
+    assert max(len(tokenizer(text_target=t)["input_ids"]) for t in validation["target"]) > 4
+    expected = sacrebleu.corpus_chrf(hypotheses, [list(validation["target"])]).score
+    assert metrics["eval_chrf"] == pytest.approx(expected, abs=1e-6)
+
+
 def test_time_budget_stops_training_then_saves_and_evaluates(tmp_path):
     output_dir = tmp_path / "budget"
     metrics = train.main(
         tiny_run(
-            output_dir,
-            "--max_steps",
-            "100000",
-            "--max_train_minutes",
-            "0.05",
-            "--eval_strategy",
-            "no",
-            "--save_strategy",
-            "no",
-            "--num_examples_to_print",
-            "0",
+            output_dir, "--max_steps", "100000", "--max_train_minutes", "0.05", *QUICK, "--num_examples_to_print", "0"
         )
     )
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert 0 < state["global_step"] < 100000
     assert metrics["train_runtime"] < 60 and "test_bleu" in metrics
     assert (output_dir / "model.safetensors").exists()
-    with pytest.raises(ValueError, match="max_train_minutes"):
-        parse_args(["--max_train_minutes", "0"], default_config=train.DEFAULT_CONFIG)
 
 
 def test_a_decoder_vocabulary_too_small_for_the_targets_is_named(tmp_path):
-    """`--decoder_vocab_size N` keeps the first N tokenizer ids as targets; a target beyond them fails early and
-    clearly."""
+    """`--model.decoder_vocab_size N` keeps the first N tokenizer ids as targets; a target beyond them fails early
+    and clearly."""
     with pytest.raises(ValueError, match="`labels` contains token id .* outside the vocabulary \\[0, 300\\)"):
         train.main(
-            tiny_run(
-                tmp_path / "small-target",
-                "--max_steps",
-                "2",
-                "--decoder_vocab_size",
-                "300",
-                "--eval_strategy",
-                "no",
-                "--save_strategy",
-                "no",
-            )
+            tiny_run(tmp_path / "small-target", "--max_steps", "2", "--model.decoder_vocab_size", "300", *QUICK)
         )
 
 
-@pytest.mark.slow
-def test_card_usage_snippet_runs_without_hf_rnn(trained, tmp_path):
-    output_dir, _ = trained
-    text = (output_dir / "README.md").read_text()
-    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
-    result = subprocess.run(
-        [sys.executable, "-c", BLOCK_HF_RNN + snippet],
-        cwd=tmp_path,
-        env=subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "translation_text" in result.stdout
+# -- the output folder holds one run --------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_translate_cli_arguments_stdin_file_and_heatmap(trained, tmp_path):
-    output_dir, _ = trained
-    sentences = ["I am a student.", "You eat apples.", "He is not a doctor."]
-    model = AutoModelForSeq2SeqLM.from_pretrained(output_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(output_dir)
-    expected = [
-        tokenizer.decode(model.generate(**tokenizer(s, return_tensors="pt"), num_beams=2)[0], skip_special_tokens=True)
-        for s in sentences
-    ]
-    (tmp_path / "in.txt").write_text("\n".join(sentences[1:]) + "\n")
-    command = [
-        sys.executable,
-        "-m",
-        "hf_rnn.translate",
-        "--model",
-        str(output_dir),
-        sentences[0],
-        "--file",
-        str(tmp_path / "in.txt"),
-        "--num-beams",
-        "2",
-        "--batch-size",
-        "2",
-        "--plot-attention",
-        str(tmp_path / "attention.png"),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.splitlines() == expected
-    assert (tmp_path / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    piped = subprocess.run(
-        [sys.executable, "-m", "hf_rnn.translate", "--model", str(output_dir), "--file", "-", "--num-beams", "2"],
-        input=sentences[2] + "\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert piped.stdout.splitlines() == expected[2:]
+def test_a_different_run_never_replaces_an_earlier_one(tmp_path):
+    """The issue's reproduction: a run on the user's own file into the default run's folder (no --output_dir)."""
+    output_dir = tmp_path / "synthetic-en-ko"
+    train.main(tiny_run(output_dir, "--max_steps", "2", *QUICK, "--num_examples_to_print", "0"))
+    before = {p.name: p.read_bytes() for p in output_dir.iterdir() if p.is_file()}
+    mine = write_jsonl(tmp_path / "mine.jsonl", [("Hello there.", "Bonjour."), ("Thanks.", "Merci.")] * 20, "en", "fr")
+    other = ["--train_file", str(mine), "--target_lang", "fr", "--max_steps", "2", *QUICK]
+    with pytest.raises(
+        FileExistsError, match=r'holds a different run \(.*pair\.languages: \["en", "ko"\] → \["en", "fr"\]'
+    ):
+        train.main(tiny_run(output_dir, *other))
+    assert {p.name: p.read_bytes() for p in output_dir.iterdir() if p.is_file()} == before
+
+    # With --overwrite_output_dir the new run gets its own tokenizer, trained on its own data.
+    train.main(tiny_run(output_dir, *other, "--overwrite_output_dir", "true", "--num_examples_to_print", "0"))
+    vocabulary = AutoTokenizer.from_pretrained(output_dir).get_vocab()
+    assert not any("\uac00" <= character <= "\ud7a3" for token in vocabulary for character in token)  # no Hangul
+    assert json.loads((output_dir / RECORD_FILE).read_text())["pair"]["languages"] == ["en", "fr"]
+
+
+def test_a_finished_run_is_not_retrained_in_place_and_foreign_folders_are_refused(tmp_path):
+    output_dir = tmp_path / "done"
+    args = tiny_run(output_dir, "--max_steps", "2", *QUICK, "--num_examples_to_print", "0")
+    train.main(args)
+    with pytest.raises(FileExistsError, match="holds a finished run of this configuration"):
+        train.main(args)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"already holds files that no hf-rnn run recorded \(notes\.txt\)"):
+        train.main(tiny_run(foreign, "--max_steps", "2", *QUICK))
+    assert (foreign / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_losses(tmp_path, monkeypatch):
     """Ctrl-C at step 7 saves a resumable checkpoint; resuming replays the same batches and losses."""
-    args = [
-        "--max_steps",
-        "12",
-        "--save_strategy",
-        "steps",
-        "--save_steps",
-        "4",
-        "--logging_steps",
-        "1",
-        "--eval_strategy",
-        "no",
-        "--dropout",
-        "0.2",
-        "--save_total_limit",
-        "5",
-    ]
+    args = ["--max_steps", "12", "--save_strategy", "steps", "--save_steps", "4", "--logging_steps", "1"]
+    args += ["--eval_strategy", "no", "--model.dropout", "0.2", "--save_total_limit", "5"]
     straight = tmp_path / "straight"
     train.main(tiny_run(straight, *args))
     reference = json.loads((straight / "checkpoint-12" / "trainer_state.json").read_text())["log_history"]
@@ -333,90 +353,108 @@ def test_interrupted_run_resumes_to_the_same_losses(tmp_path, monkeypatch):
 def test_two_process_run_trains_saves_and_counts_each_sentence_once(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` really starts 2 CPU processes (gloo DDP)."""
     output_dir = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "train.py",
-        *tiny_run(
-            output_dir,
-            "--max_steps",
-            "6",
-            "--synthetic_eval_size",
-            "7",
-            "--eval_strategy",
-            "no",
-            "--save_strategy",
-            "no",
-            "--ddp_find_unused_parameters",
-            "false",
-            "--use_cpu",
-            "true",
-        ),
-    ]
+    launcher = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    launcher += ["--mixed_precision", "no", "--dynamo_backend", "no", "train.py"]
+    args = tiny_run(output_dir, "--max_steps", "6", "--synthetic_eval_size", "7", *QUICK)
+    args += ["--ddp_find_unused_parameters", "false", "--use_cpu", "true"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     result = subprocess.run(
-        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
+        [sys.executable, *launcher, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     metrics = json.loads((output_dir / "all_results.json").read_text())
     assert metrics["test_num_sentences"] == 7.0 and metrics["eval_num_sentences"] == 7.0
     assert metrics["world_size"] == 2
 
-    # Independently: the saved model, decoded in this one process, scores the same on the same 7 sentences.
+    # Independently: the saved model, decoded in this one process, scores the same against the raw references.
     model = AutoModelForSeq2SeqLM.from_pretrained(output_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     test = build_synthetic_en_ko(400, 7, 7, seed=0)["test"]["translation"]
     inputs = tokenizer([p["en"] for p in test], return_tensors="pt", padding=True, truncation=True, max_length=24)
     with torch.no_grad():
         hypotheses = tokenizer.batch_decode(model.generate(**inputs), skip_special_tokens=True)
-    references = [
-        tokenizer.decode(
-            tokenizer(text_target=p["ko"], truncation=True, max_length=24)["input_ids"], skip_special_tokens=True
-        )
-        for p in test
-    ]
+    references = [p["ko"] for p in test]
     assert sacrebleu.corpus_bleu(hypotheses, [references]).score == pytest.approx(metrics["test_bleu"], abs=1e-6)
     assert sacrebleu.corpus_chrf(hypotheses, [references]).score == pytest.approx(metrics["test_chrf"], abs=1e-6)
 
 
 @pytest.mark.slow
+def test_installed_entry_points_find_the_shipped_configs(tmp_path):
+    """`python -m hf_rnn.train <config name>` from any folder: the configs travel inside the package."""
+    output_dir = tmp_path / "from-module"
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_rnn.train", *tiny_run(output_dir, "--max_steps", "2", *QUICK)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (output_dir / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_card_usage_snippet_runs_without_hf_rnn(trained, tmp_path):
+    output_dir, _ = trained
+    text = (output_dir / "README.md").read_text()
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCK_HF_RNN + snippet],
+        cwd=output_dir.parent,  # the snippet names the folder, as a user next to it would
+        env=subprocess_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "translation_text" in result.stdout
+
+
+@pytest.mark.slow
+def test_translate_cli_arguments_stdin_file_and_heatmap(trained, tmp_path):
+    output_dir, _ = trained
+    sentences = ["I am a student.", "You eat apples.", "He is not a doctor."]
+    model = AutoModelForSeq2SeqLM.from_pretrained(output_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    expected = [
+        tokenizer.decode(model.generate(**tokenizer(s, return_tensors="pt"), num_beams=2)[0], skip_special_tokens=True)
+        for s in sentences
+    ]
+    (tmp_path / "in.txt").write_text("\n".join(sentences[1:]) + "\n")
+    command = [sys.executable, "-m", "hf_rnn.translate", "--model", str(output_dir), sentences[0]]
+    command += ["--file", str(tmp_path / "in.txt"), "--num-beams", "2", "--batch-size", "2"]
+    command += ["--plot-attention", str(tmp_path / "attention.png")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == expected
+    assert (tmp_path / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    piped = subprocess.run(
+        [sys.executable, "-m", "hf_rnn.translate", "--model", str(output_dir), "--file", "-", "--num-beams", "2"],
+        input=sentences[2] + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert piped.stdout.splitlines() == expected[2:]
+
+
+@pytest.mark.slow
 def test_push_to_hub_then_load_in_a_fresh_process(hub_server, tmp_path):
     output_dir = tmp_path / "pushed"
-    train.main(
-        tiny_run(
-            output_dir,
-            "--max_steps",
-            "5",
-            "--eval_strategy",
-            "no",
-            "--save_strategy",
-            "no",
-            "--push_to_hub",
-            "true",
-            "--hub_model_id",
-            "user/tiny-en-ko",
-        )
-    )
+    push = ["--push_to_hub", "true", "--hub_model_id", "user/tiny-en-ko"]
+    train.main(tiny_run(output_dir, "--max_steps", "5", *QUICK, *push))
     files = hub_server.files("user/tiny-en-ko")
-    assert {
-        "model.safetensors",
-        "config.json",
-        "tokenizer.json",
-        "modeling_lstm_seq2seq.py",
-        "pipeline_translation.py",
-        "README.md",
-    } <= set(files)
+    expected_files = {"model.safetensors", "config.json", "tokenizer.json", "modeling_lstm_seq2seq.py", "README.md"}
+    assert expected_files | {"pipeline_translation.py"} <= set(files)
     assert files["README.md"] == (output_dir / "README.md").read_bytes()
     assert not any(name.startswith("checkpoint-") for name in files)
 
@@ -455,19 +493,16 @@ print(json.dumps([out, pipe({sentences[0]!r}, num_beams=3)[0]["translation_text"
     assert pulled == expected and piped == expected[0]
 
 
-@pytest.mark.parametrize("config", sorted((REPO_ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_config_parses(config):
-    model_args, data_args, training_args = parse_args([str(config)])
-    assert model_args.task in ("translation", "captioning")
-    assert training_args.output_dir.startswith("outputs/")
-
-
 def test_missing_train_split_is_named_and_sample_limits_apply():
     from datasets import Dataset, DatasetDict
 
-    _, data_args, _ = parse_args(["--max_eval_samples", "2"], default_config=train.DEFAULT_CONFIG)
+    from hf_rnn.training.runner import _limit_and_split
+
+    run = parse_args(["--max_eval_samples", "2"])
     rows = Dataset.from_dict({"source": list("abcde"), "target": list("vwxyz")})
     with pytest.raises(ValueError, match="No training split found \\(the data has \\['validation'\\]\\)"):
-        data_args.select_samples(DatasetDict({"validation": rows}))
-    limited = data_args.select_samples(DatasetDict({"train": rows, "validation": rows}))
+        _limit_and_split(DatasetDict({"validation": rows}), run.data, True, 0)
+    limited = _limit_and_split(DatasetDict({"train": rows, "validation": rows}), run.data, True, 0)
     assert (len(limited["train"]), len(limited["validation"])) == (5, 2)
+    with pytest.raises(ValueError, match="5 training rows are too few to hold some out"):
+        _limit_and_split(DatasetDict({"train": rows}), run.data, True, 0)

@@ -6,62 +6,41 @@ import sys
 
 import numpy as np
 import pytest
+from datasets import Dataset
 from helpers import BLOCK_HF_RNN, REPO_ROOT, hub_client_env
 from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, EvalPrediction, pipeline
 
+from hf_rnn import train
 from hf_rnn.captioner import LSTMCaptionerImageProcessor, LSTMCaptionerProcessor, build_keyword_tokenizer
 from hf_rnn.data.landscapes import render_landscape
-from hf_rnn.training.captioning import keyword_metrics
-
-sys.path.insert(0, str(REPO_ROOT))
-import train
+from hf_rnn.tasks.captioning import keyword_scores
+from hf_rnn.training.arguments import parse_args
 
 CONFIG = str(REPO_ROOT / "configs" / "captioner_landscapes.yaml")
-TINY = [
-    "--cnn_channels",
-    "8,16",
-    "--embedding_size",
-    "8",
-    "--hidden_size",
-    "16",
-    "--synthetic_train_size",
-    "64",
-    "--synthetic_eval_size",
-    "8",
-    "--per_device_train_batch_size",
-    "16",
-    "--per_device_eval_batch_size",
-    "8",
-    "--report_to",
-    "none",
-    "--disable_tqdm",
-    "true",
-    "--eval_strategy",
-    "no",
-    "--save_strategy",
-    "no",
-    "--num_examples_to_print",
-    "2",
-    "--logging_steps",
-    "2",
-]
+TINY = ["--model.cnn_channels", "[8, 16]", "--model.embedding_size", "8", "--model.hidden_size", "16"]
+TINY += ["--model.attention_size", "16", "--synthetic_train_size", "64", "--synthetic_eval_size", "8"]
+TINY += ["--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "8", "--report_to", "none"]
+TINY += ["--disable_tqdm", "true", "--eval_strategy", "no", "--save_strategy", "no", "--num_examples_to_print", "2"]
+TINY += ["--logging_steps", "2"]
 
 
-def test_keyword_metrics_against_hand_counts():
-    tokenizer = build_keyword_tokenizer(["tree", "sun", "night", "snow"])
+def test_keyword_metrics_against_hand_counts_and_raw_keyword_lists():
+    tokenizer = build_keyword_tokenizer(["tree", "sun", "night", "snowy peak"])
     processor = LSTMCaptionerProcessor(LSTMCaptionerImageProcessor(), tokenizer)
     ids = tokenizer.convert_tokens_to_ids
     # predictions: start token, keywords, </s>, padding (-100 after cross-process padding)
     predictions = np.array([[1, ids("tree"), ids("sun"), 2, 0], [1, ids("night"), 2, -100, -100]])
-    labels = np.array([[ids("tree"), ids("snow"), 2], [ids("night"), 2, -100]])
-    metrics = keyword_metrics(processor)(EvalPrediction(predictions=predictions, label_ids=labels))
+    references = Dataset.from_dict({"keywords": [["tree", "snowy peak"], ["night"]]})
+    task = parse_args(["captioner_landscapes"]).task
+    metrics = task.compute_metrics(processor, references)(EvalPrediction(predictions=predictions, label_ids=None))
     # hits: tree, night = 2; predicted 3; expected 3
     assert metrics["keyword_precision"] == pytest.approx(2 / 3)
     assert metrics["keyword_recall"] == pytest.approx(2 / 3)
     assert metrics["keyword_f1"] == pytest.approx(2 / 3)
     assert metrics["exact_set_match"] == pytest.approx(0.5)
+    assert keyword_scores([set()], [{"a"}])["keyword_f1"] == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +94,7 @@ def test_image_folder_with_metadata_trains(tmp_path):
             *TINY,
             "--data_dir",
             str(data_dir),
-            "--image_size",
+            "--model.image_size",
             "64",
             "--output_dir",
             str(output_dir),

@@ -1,179 +1,133 @@
 """Hub model cards (README.md with YAML metadata) for trained hf-rnn models.
 
-The metadata is built with huggingface_hub's `ModelCardData`, so the Hub shows the
-languages, license, datasets, pipeline widget and a model-index of evaluation results.
+The metadata is built with huggingface_hub's `ModelCardData`, so the Hub shows the languages, license,
+datasets, pipeline widget and a model-index of evaluation results. A card states only what the run knows:
+a `datasets:` entry only for a Hub dataset, the languages the data or the user named, limitations that
+apply, metrics computed on raw references, and no local paths.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ..tasks.base import CardDetails
+
+LOSS_COLUMNS = ("loss", "eval_loss")
 
 
 @dataclass
 class CardInfo:
-    """Everything a card says; filled in by the training script."""
+    """Everything a card says: the task's details plus the run's data, figures and history."""
 
     model_name: str
-    pipeline_tag: str  # "translation" | "image-to-text"
-    auto_class: str  # the Auto class the usage snippet loads
-    languages: list[str]
+    details: CardDetails
     license: str
-    dataset_id: str
-    dataset_name: str
+    dataset_id: str | None  # a Hub dataset id, or None for local/embedded data
+    dataset_description: str  # what the data were, in words (file names, sizes)
     eval_split: str | None  # None: trained without held-out data, so no results to report
     metrics: dict[str, float]
-    hyperparameters: dict[str, object]
+    training_hyperparameters: dict[str, object]
     log_history: list[dict]
-    example_input: str
-    description: str
-    limitations: list[str]
-    tags: list[str] = field(default_factory=list)
-
-
-METRIC_NAMES = {
-    "bleu": "BLEU",
-    "chrf": "chrF",
-    "keyword_f1": "Keyword F1 (micro)",
-    "keyword_precision": "Keyword precision",
-    "keyword_recall": "Keyword recall",
-    "exact_set_match": "Exact keyword-set match",
-}
 
 
 def build_model_card(info: CardInfo, repo_id: str) -> ModelCard:
-    """`repo_id` appears in the usage snippet: a Hub id, or the local folder for a model kept on disk."""
-    task_type = "translation" if info.pipeline_tag == "translation" else "image-to-text"
+    """`repo_id` appears in the usage snippet: a Hub id, or the folder name for a model kept on disk."""
+    details = info.details
     eval_results = [
         EvalResult(
-            task_type=task_type,
-            dataset_type=info.dataset_id,
-            dataset_name=info.dataset_name,
+            task_type=details.pipeline_tag,
+            dataset_type=info.dataset_id or "local",
+            dataset_name=info.dataset_id or info.dataset_description,
             dataset_split=info.eval_split,
             metric_type=key,
-            metric_name=METRIC_NAMES[key],
-            metric_value=round(float(value), 4),
+            metric_name=name,
+            metric_value=round(float(info.metrics[key]), 4),
         )
-        for key, value in info.metrics.items()
-        if key in METRIC_NAMES and info.eval_split is not None
+        for key, name in details.metric_names.items()
+        if key in info.metrics and info.eval_split is not None
     ]
     data = ModelCardData(
-        language=info.languages or None,
+        language=details.languages or None,
         license=info.license,
         library_name="transformers",
-        pipeline_tag=info.pipeline_tag,
-        tags=["hf-rnn", "lstm", "recurrent", *info.tags],
-        datasets=[info.dataset_id],
+        pipeline_tag=details.pipeline_tag,
+        tags=["hf-rnn", "recurrent", *details.tags],
+        datasets=[info.dataset_id] if info.dataset_id else None,
         model_name=info.model_name,
         eval_results=eval_results or None,
+        widget=details.widget,
     )
-    body = "\n".join(
-        [
-            f"# {info.model_name}",
-            "",
-            info.description,
-            "",
-            "## Usage",
-            "",
-            "```python",
-            _usage_snippet(info, repo_id),
-            "```",
-            "",
-            "## Evaluation",
-            "",
-            *_evaluation_lines(info),
-            "",
-            "## Training hyperparameters",
-            "",
-            "| name | value |",
-            "|---|---|",
-            *[f"| {name} | {value} |" for name, value in info.hyperparameters.items()],
-            "",
-            "## Training loss",
-            "",
-            _loss_table(info.log_history),
-            "",
-            "## Limitations",
-            "",
-            *[f"- {item}" for item in info.limitations],
-            "",
-            "Trained with [hf-rnn](https://github.com/hf-rnn/hf-rnn): recurrent encoder-decoders for the Hugging Face "
-            "stack.",
-            "",
-        ]
-    )
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+    body = [
+        f"# {info.model_name}",
+        "",
+        details.description,
+        "",
+        "## Usage",
+        "",
+        "```python",
+        details.usage.replace("{repo_id}", repo_id),
+        "```",
+        "",
+        "## Evaluation",
+        "",
+        *_evaluation_lines(info),
+        "",
+        "## Training",
+        "",
+        f"Data: {info.dataset_description}.",
+        "",
+        "| hyperparameter | value |",
+        "|---|---|",
+        *[
+            f"| {name} | {value} |"
+            for name, value in {**details.hyperparameters, **info.training_hyperparameters}.items()
+        ],
+        "",
+        "### Training loss",
+        "",
+        _loss_table(info.log_history, [f"eval_{key}" for key in details.metric_names]),
+        "",
+        "## Limitations",
+        "",
+        *[f"- {item}" for item in details.limitations],
+        "",
+        "Trained with [hf-rnn](https://github.com/hf-rnn/hf-rnn): recurrent networks for the Hugging Face stack.",
+        "",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
 def _evaluation_lines(info: CardInfo) -> list[str]:
     if info.eval_split is None:
         return ["Not evaluated: the training data had no validation or test split."]
+    names = info.details.metric_names
     return [
-        f"On the `{info.eval_split}` split of {info.dataset_name}:",
+        f"On the `{info.eval_split}` split of {info.dataset_id or info.dataset_description}:",
         "",
         "| metric | value |",
         "|---|---|",
-        *[f"| {METRIC_NAMES[k]} | {float(v):.4g} |" for k, v in info.metrics.items() if k in METRIC_NAMES],
+        *[f"| {name} | {float(info.metrics[key]):.4g} |" for key, name in names.items() if key in info.metrics],
     ]
 
 
-def _usage_snippet(info: CardInfo, repo_id: str) -> str:
-    if info.pipeline_tag == "translation":
-        return "\n".join(
-            [
-                "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline",
-                "",
-                f'model = AutoModelForSeq2SeqLM.from_pretrained("{repo_id}", trust_remote_code=True)',
-                f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)',
-                f'inputs = tokenizer([{info.example_input!r}], return_tensors="pt")',
-                "print(tokenizer.batch_decode(model.generate(**inputs, num_beams=5), skip_special_tokens=True))",
-                "",
-                "# or, as a pipeline (transformers 5 has no built-in translation task; this model brings its own):",
-                f'translator = pipeline("translation", model="{repo_id}", trust_remote_code=True)',
-                f"print(translator({info.example_input!r}))",
-            ]
-        )
-    return "\n".join(
-        [
-            "from PIL import Image",
-            "from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline",
-            "",
-            f'model = AutoModelForImageTextToText.from_pretrained("{repo_id}", trust_remote_code=True)',
-            f'processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)',
-            f'image = Image.open("{info.example_input}")',
-            'inputs = processor(images=image, return_tensors="pt")',
-            "print(processor.batch_decode(model.generate(**inputs), skip_special_tokens=True))",
-            "",
-            '# or, as a pipeline ("image-to-text" is an alias of this task):',
-            f'captioner = pipeline("image-text-to-text", model="{repo_id}", trust_remote_code=True)',
-            'print(captioner(images=image, text=""))',
-        ]
-    )
-
-
-def _loss_table(log_history: list[dict]) -> str:
+def _loss_table(log_history: list[dict], eval_columns: list[str]) -> str:
     """One row per logging step: training loss, and the evaluation figures logged at that step if any."""
+    columns = [*LOSS_COLUMNS, *eval_columns]
     rows: dict[int, dict] = {}
     for entry in log_history:
         if "step" not in entry:
             continue
         row = rows.setdefault(entry["step"], {"epoch": entry.get("epoch")})
-        for key in ("loss", "eval_loss", "eval_bleu", "eval_chrf", "eval_keyword_f1"):
-            if key in entry:
-                row[key] = entry[key]
-    if not rows:
+        row.update({key: entry[key] for key in columns if key in entry})
+    columns = [c for c in columns if any(c in r for r in rows.values())]
+    if not columns:
         return "No losses were logged."
-    columns = [
-        c
-        for c in ("loss", "eval_loss", "eval_bleu", "eval_chrf", "eval_keyword_f1")
-        if any(c in r for r in rows.values())
-    ]
     lines = ["| step | epoch | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for step, row in sorted(rows.items()):
-        if not any(c in row for c in columns):
-            continue
-        epoch = f"{row['epoch']:.2f}" if row.get("epoch") is not None else ""
-        cells = [f"{row[c]:.4f}" if c in row else "" for c in columns]
-        lines.append(f"| {step} | {epoch} | " + " | ".join(cells) + " |")
+        if any(c in row for c in columns):
+            epoch = f"{row['epoch']:.2f}" if row.get("epoch") is not None else ""
+            cells = [f"{row[c]:.4f}" if c in row else "" for c in columns]
+            lines.append(f"| {step} | {epoch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

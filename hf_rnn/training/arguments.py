@@ -1,131 +1,98 @@
-"""Command-line and YAML arguments of `train.py` (HfArgumentParser over three dataclasses).
+"""The arguments of a training run: one YAML file plus command-line overrides.
 
-A run is described by a YAML file from `configs/` whose keys are the fields below and
-those of `Seq2SeqTrainingArguments`; any `--field value` on the command line overrides it.
+    task: translation                 # which task module (hf_rnn.tasks)
+    train_file: data/train.csv        # generic data fields (DataArguments), the task's own fields
+    source_lang: en                   # (e.g. TranslationArguments) and Seq2SeqTrainingArguments, flat
+    learning_rate: 0.001
+    model:                            # fields of the task's config class (e.g. LSTMSeq2SeqConfig), passed to it
+      hidden_size: 512
+      cell_type: gru
+
+On the command line every flat field is `--field value`, and a model field is `--model.field value`
+(`--model.cell_type gru`, `--model.cnn_channels [16,32]`: values are read as YAML). The config class is the
+only list of model hyperparameters: a key it does not declare is refused with its name.
 """
 
+import dataclasses
 import importlib.util
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
-from datasets import DatasetDict
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments
+
+from ..tasks import TASKS, get_task
+from ..tasks.base import Task
+
+DEFAULT_CONFIG = "synthetic_en_ko"
 
 
 @dataclass
-class ModelArguments:
-    """What to train: a new model built from these fields, or a saved one (`model_name_or_path`)."""
+class RunArguments:
+    """What to run, and from what."""
 
-    task: str = field(default="translation", metadata={"help": "translation | captioning"})
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Continue from a saved/Hub model."})
+    task: str = field(default="translation", metadata={"help": f"One of: {', '.join(TASKS)}."})
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Continue training a saved folder or Hub model instead of a new one."}
+    )
     tokenizer_name: str | None = field(
-        default=None, metadata={"help": "Existing tokenizer (path or Hub name); by default one is trained."}
+        default=None, metadata={"help": "An existing tokenizer (folder or Hub id); by default one is trained."}
     )
-    tokenizer_vocab_size: int = field(default=8000, metadata={"help": "Size of the tokenizer trained on the data."})
-    decoder_vocab_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Target vocabulary: the first N tokenizer ids (a tokenizer that lists target words first); "
-            "defaults to the whole tokenizer."
-        },
-    )
-    embedding_size: int = 256
-    hidden_size: int = 512
-    num_encoder_layers: int = 1
-    num_decoder_layers: int = 1
-    bidirectional_encoder: bool = True
-    cell_type: str = field(default="lstm", metadata={"help": "lstm | gru | rnn"})
-    attention_type: str = field(default="general", metadata={"help": "general | dot | concat | none"})
-    input_feeding: bool = True
-    dropout: float = 0.3
-    decoder_init: str = field(default="bridge", metadata={"help": "bridge | zeros"})
-    share_embeddings: bool = False
-    tie_word_embeddings: bool = False
-    init_range: float = 0.1
-    # Captioner only.
-    cnn_channels: str = field(default="32,64,128", metadata={"help": "Built-in CNN widths, comma-separated."})
-    vision_model_name: str | None = field(
-        default=None, metadata={"help": "A transformers vision backbone (Hub name or path) instead of the CNN."}
-    )
-    image_size: int = 64
     license: str = field(default="apache-2.0", metadata={"help": "License written into the model card."})
+    num_examples_to_print: int = field(default=5, metadata={"help": "Examples printed at the end."})
 
 
 @dataclass
 class DataArguments:
-    """Where the data comes from and how it is cut."""
+    """Where the data comes from and how much of it is used (every task)."""
 
     dataset_name: str | None = field(
-        default="synthetic_en_ko",
-        metadata={"help": "Hub dataset name, or `synthetic_en_ko` / `landscapes` for the embedded corpora."},
+        default=None, metadata={"help": "A Hub dataset, or an embedded corpus (`synthetic_en_ko`, `landscapes`)."}
     )
     dataset_config_name: str | None = None
-    data_dir: str | None = field(
-        default=None, metadata={"help": "Captioning: an image folder with metadata.jsonl holding a `keywords` list."}
-    )
-    train_file: str | None = None
+    train_file: str | None = field(default=None, metadata={"help": "Local json/jsonl/csv/tsv/parquet file."})
     validation_file: str | None = None
     test_file: str | None = None
     train_split: str = "train"
     validation_split: str | None = "validation"
     test_split: str | None = "test"
-    source_lang: str = "en"
-    target_lang: str = "ko"
-    source_column: str | None = field(default=None, metadata={"help": "Column of source text (two-column files)."})
-    target_column: str | None = field(default=None, metadata={"help": "Column of target text (two-column files)."})
-    image_column: str = "image"
-    keywords_column: str = "keywords"
-    max_source_length: int = 64
-    max_target_length: int = 64
+    validation_split_percentage: float = field(
+        default=5.0,
+        metadata={"help": "Without a validation split, this share of train (at most 1,000 rows) is held out."},
+    )
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     max_predict_samples: int | None = None
-    synthetic_train_size: int = 20000
-    synthetic_eval_size: int = 500
+    synthetic_train_size: int = field(default=20000, metadata={"help": "Embedded corpora: training examples."})
+    synthetic_eval_size: int = field(default=500, metadata={"help": "Embedded corpora: validation/test examples."})
     preprocessing_num_workers: int | None = None
-    num_examples_to_print: int = 5
     dataset_citation_name: str | None = field(
-        default=None, metadata={"help": "Dataset id written into the model card (defaults to dataset_name)."}
+        default=None, metadata={"help": "Hub dataset id the model card cites when the data are local copies of it."}
     )
+
+    @property
+    def data_files(self) -> dict[str, str] | None:
+        files = {"train": self.train_file, "validation": self.validation_file, "test": self.test_file}
+        return {split: path for split, path in files.items() if path} or None
 
     @property
     def split_names(self) -> dict[str, str | None]:
         """Our split names (train/validation/test) → the names in the source data."""
         return {"train": self.train_split, "validation": self.validation_split, "test": self.test_split}
 
-    @property
-    def synthetic_sizes(self) -> tuple[int, int, int]:
-        return self.synthetic_train_size, self.synthetic_eval_size, self.synthetic_eval_size
-
-    def select_samples(self, data: DatasetDict) -> DatasetDict:
-        """Apply `max_*_samples`; every run trains, so a missing train split is an error here, before any work."""
-        if "train" not in data:
-            raise ValueError(
-                f"No training split found (the data has {list(data)}): give `train_file`, `data_dir` or a dataset "
-                f"with a {self.train_split!r} split."
-            )
-        limits = {
-            "train": self.max_train_samples,
-            "validation": self.max_eval_samples,
-            "test": self.max_predict_samples,
-        }
-        return DatasetDict(
-            {
-                split: dataset.select(range(min(limits[split], len(dataset))))
-                if limits.get(split) is not None
-                else dataset
-                for split, dataset in data.items()
-            }
-        )
-
 
 @dataclass
 class TrainingArguments(Seq2SeqTrainingArguments):
-    """Seq2SeqTrainingArguments with the defaults our recurrent models want."""
+    """Seq2SeqTrainingArguments with the defaults recurrent models want, a time budget and overwrite safety."""
 
-    output_dir: str | None = field(default="outputs/synthetic-en-ko", metadata={"help": "Where the model is saved."})
+    output_dir: str | None = field(default=None, metadata={"help": "Where the model and checkpoints are saved."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace a different earlier run (or a finished one) found in output_dir."},
+    )
     predict_with_generate: bool = True
     # Pinned memory only helps host→GPU copies; on a CPU-only machine it just prints a warning per epoch.
     dataloader_pin_memory: bool = field(default_factory=torch.cuda.is_available)
@@ -135,42 +102,140 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     )
 
     def __post_init__(self):
+        if self.output_dir is None:
+            raise ValueError("`output_dir` is required: set it in the YAML file or pass `--output_dir DIR`.")
         super().__post_init__()
         if self.max_train_minutes is not None and self.max_train_minutes <= 0:
             raise ValueError(f"`max_train_minutes` must be positive, got {self.max_train_minutes}.")
 
 
-def parse_args(
-    argv: list[str], default_config: Path | None = None
-) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
-    """`[config.yaml] [--field value ...]`: YAML values become defaults, command-line flags override them."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    config_path = default_config
-    if argv and argv[0].endswith((".yaml", ".yml")):
-        config_path, argv = Path(argv[0]), argv[1:]
-    if config_path is not None:
-        if not config_path.exists():
-            raise FileNotFoundError(f"Config file {config_path} does not exist.")
-        values = yaml.safe_load(config_path.read_text()) or {}
-        known = {
-            f.name
-            for dataclass_type in (ModelArguments, DataArguments, TrainingArguments)
-            for f in fields(dataclass_type)
-        }
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown key(s) in {config_path}: {', '.join(unknown)}.")
-    else:
-        values = {}
+@dataclass
+class RunConfig:
+    """A parsed run: the generic arguments, the task's own, the training arguments and the model overrides."""
+
+    task: Task
+    args: RunArguments
+    data: DataArguments
+    task_args: Any
+    training: TrainingArguments
+    model: dict[str, Any]
+    config_file: Path | None
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The YAML files that come with the package (`configs/` in the repository), by name."""
+    folder = resources.files("hf_rnn") / "configs"
+    return {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")}
+
+
+def resolve_config_file(name: str) -> Path:
+    """A YAML path, or the name of a shipped config (`multi30k_en_de`, `configs/multi30k_en_de.yaml`)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = shipped_configs()
+    if path.stem in shipped and path.suffix in ("", ".yaml", ".yml"):
+        return shipped[path.stem]
+    raise FileNotFoundError(f"Config file {name} does not exist; shipped configs: {', '.join(sorted(shipped))}.")
+
+
+def parse_args(argv: list[str], default_config: str | None = DEFAULT_CONFIG) -> RunConfig:
+    """`[config] [--field value ...] [--model.field value ...]`: YAML values are defaults, flags override them."""
+    config_file = None
+    if argv and not argv[0].startswith("-"):
+        config_file, argv = resolve_config_file(argv[0]), argv[1:]
+    elif default_config is not None:
+        config_file = resolve_config_file(default_config)
+    values = _read_yaml(config_file) if config_file else {}
+    model_values = values.pop("model", None) or {}
+    if not isinstance(model_values, dict):
+        raise ValueError(f"`model:` in {config_file} must be a mapping of config fields, got {model_values!r}.")
+    argv, model_flags = _split_model_flags(argv)
+    task = get_task(_flag_value(argv, "--task") or values.get("task", RunArguments.task))
+
+    dataclass_types = (RunArguments, DataArguments, task.arguments_class, TrainingArguments)
+    known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
+    _refuse_unknown(set(values), known, task, f"in {config_file}")
+    _refuse_unknown(
+        {flag[2:].split("=")[0] for flag in argv if flag.startswith("--")}, known, task, "on the command line"
+    )
     if "report_to" not in values:
-        values["report_to"] = _tensorboard_if_installed()
+        values["report_to"] = "tensorboard" if importlib.util.find_spec("tensorboard") else "none"
+    parser = HfArgumentParser(dataclass_types)
     parser.set_defaults(**values)
-    return tuple(parser.parse_args_into_dataclasses(args=argv))
+    args, data_args, task_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    model = _check_model_fields({**model_values, **model_flags}, task)
+    task_instance = task(args, data_args, task_args, training_args, model)
+    return RunConfig(task_instance, args, data_args, task_args, training_args, model, config_file)
 
 
-def _tensorboard_if_installed() -> str:
-    """TensorBoard logs when the package is there; no error and no other integration when it is not."""
-    return "tensorboard" if importlib.util.find_spec("tensorboard") is not None else "none"
+def _read_yaml(path: Path) -> dict:
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must be a mapping of field: value, got {type(values).__name__}.")
+    return values
 
 
-__all__ = ["DataArguments", "ModelArguments", "TrainingArguments", "parse_args"]
+def _split_model_flags(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Take `--model.field value` / `--model.field=value` out of argv; values are read as YAML scalars/lists."""
+    rest, model = [], {}
+    index = 0
+    while index < len(argv):
+        flag = argv[index]
+        if flag.startswith("--model."):
+            name, sep, value = flag[len("--model.") :].partition("=")
+            if not sep:
+                if index + 1 >= len(argv):
+                    raise ValueError(f"{flag} needs a value.")
+                index += 1
+                value = argv[index]
+            model[name] = yaml.safe_load(value)
+        else:
+            rest.append(flag)
+        index += 1
+    return rest, model
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    for index, item in enumerate(argv):
+        if item == flag and index + 1 < len(argv):
+            return argv[index + 1]
+        if item.startswith(flag + "="):
+            return item.split("=", 1)[1]
+    return None
+
+
+def _refuse_unknown(names: set[str], known: set[str], task: type[Task], where: str) -> None:
+    unknown = sorted(names - known)
+    if not unknown:
+        return
+    config_fields = {f.name for f in dataclasses.fields(task.config_class)}
+    hints = [
+        f"{name} (a {task.config_class.__name__} field: put it under `model:` or pass --model.{name})"
+        if name in config_fields
+        else name
+        for name in unknown
+    ]
+    raise ValueError(f"Unknown key(s) {where}: {', '.join(hints)}.")
+
+
+def _check_model_fields(values: dict[str, Any], task: type[Task]) -> dict[str, Any]:
+    """Model overrides must be fields of the task's config class that the task does not set itself."""
+    config_fields = {f.name for f in dataclasses.fields(task.config_class)}
+    for name in values:
+        if name in task.derived_config_fields:
+            raise ValueError(f"`model.{name}` is set by the {task.name} task from the data/tokenizer; remove it.")
+        if name not in config_fields:
+            own = [
+                n for n in vars(task.config_class).get("__annotations__", {}) if n not in task.derived_config_fields
+            ]
+            raise ValueError(
+                f"`model.{name}` is not a field of {task.config_class.__name__}; its fields: {', '.join(own)}."
+            )
+    return values
+
+
+__all__ = ["DEFAULT_CONFIG", "DataArguments", "RunArguments", "RunConfig", "TrainingArguments", "parse_args"]

@@ -1,0 +1,41 @@
+"""Train an hf-rnn model with the Hugging Face Trainer.
+
+    accelerate launch train.py                                    # the embedded English→Korean default
+    accelerate launch train.py configs/multi30k_en_de.yaml        # a config file (or a shipped config's name)
+    accelerate launch train.py multi30k_en_de --learning_rate 5e-4 --model.hidden_size 256 --output_dir outputs/x
+    python -m hf_rnn.train ... / hf-rnn-train ...                 # the same from an installed package
+
+A run is a YAML file (keys: the generic, task and `Seq2SeqTrainingArguments` fields, plus a `model:` section
+of config fields) overridden by `--field value` and `--model.field value`; see hf_rnn/training/arguments.py.
+With no config named, the embedded default `configs/synthetic_en_ko.yaml` runs.
+"""
+
+import logging
+import sys
+
+import datasets
+import transformers
+
+from .training.arguments import parse_args
+from .training.runner import run
+
+
+def main(argv: list[str] | None = None) -> dict:
+    config = parse_args(sys.argv[1:] if argv is None else argv)
+    training = config.training
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if training.should_log else logging.WARNING,
+    )
+    transformers.utils.logging.set_verbosity(training.get_process_log_level())
+    datasets.utils.logging.set_verbosity(training.get_process_log_level())
+    return run(config)
+
+
+def console_main() -> None:
+    """The `hf-rnn-train` command."""
+    main()
+
+
+if __name__ == "__main__":
+    main()
