@@ -2,11 +2,9 @@
 
 import json
 import random
-import subprocess
-import sys
 
 import pytest
-from helpers import BLOCK_HF_RNN, subprocess_env
+from helpers import run_without_hf_rnn
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from hf_rnn.data.tokenization import BYTE_TOKENS, train_char_tokenizer
@@ -123,23 +121,12 @@ def test_saved_folder_loads_without_hf_rnn_and_without_remote_code(tmp_path, tok
     folder = tmp_path / "tokenizer"
     tokenizer.save_pretrained(folder)
     texts = TRICKY[4:12]
-    script = (
-        BLOCK_HF_RNN
-        + f"""
+    script = f"""
 import json
 from transformers import AutoTokenizer
 tok = AutoTokenizer.from_pretrained({str(folder)!r})
 print(json.dumps([tok(text)["input_ids"] for text in {texts!r}]))
 """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_without_hf_rnn(script, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [tokenizer(text)["input_ids"] for text in texts]

@@ -2,12 +2,10 @@
 text-classification and text-generation pipelines."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
-from helpers import BLOCK_HF_RNN, subprocess_env
+from helpers import run_without_hf_rnn
 from transformers import pipeline
 
 from hf_rnn import LSTMConfig, LSTMForCausalLM, LSTMForSequenceClassification
@@ -115,9 +113,7 @@ def test_remote_code_and_pipelines_where_hf_rnn_cannot_be_imported(tmp_path, tok
         "generation": [greedy_text(tokenizer, lm, text) for text in PROMPTS],
         "beams": expected_beams,
     }
-    script = (
-        BLOCK_HF_RNN
-        + f"""
+    script = f"""
 import json, torch
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 from transformers import PreTrainedTokenizerFast
@@ -143,16 +139,7 @@ print(json.dumps({{
     "beams": beams,
 }}))
 """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_without_hf_rnn(script, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Do you wish to run the custom code" not in result.stdout
     got = json.loads(result.stdout.strip().splitlines()[-1])

@@ -169,6 +169,7 @@ class LSTMPreTrainedModel(PreTrainedModel):
     # A state that only moves forward: generate() refuses assisted decoding, which must rewind it.
     _is_stateful = True
 
+    # Copied from hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqPreTrainedModel._supports_default_dynamic_cache
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         # The recurrent state is not a key/value cache: generate must not build a DynamicCache for it.
