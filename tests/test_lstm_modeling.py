@@ -392,6 +392,10 @@ def test_greedy_generate_with_left_padded_batch_equals_manual_decoding(cell_type
     ids, mask = pad(rows, "left")
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
+        without_cache = model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False, use_cache=False
+        )
+        assert torch.equal(out, without_cache)  # re-reading the whole text each step gives the same tokens
         for index, row in enumerate(rows):
             expected = manual_greedy(model, row, 8)
             generated = out[index, ids.shape[1] :][: len(expected) - len(row)]
