@@ -8,8 +8,10 @@ from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForImageTextToText,
     AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
     AutoProcessor,
 )
 from transformers.pipelines import PIPELINE_REGISTRY
@@ -22,6 +24,7 @@ from .captioner import (
     LSTMCaptionerProcessor,
     build_keyword_tokenizer,
 )
+from .lstm import LSTMConfig, LSTMForCausalLM, LSTMForSequenceClassification, LSTMModel
 from .translator import (
     LSTMSeq2SeqConfig,
     LSTMSeq2SeqForConditionalGeneration,
@@ -56,12 +59,26 @@ LSTMCaptionerForConditionalGeneration.register_for_auto_class("AutoModelForImage
 LSTMCaptionerImageProcessor.register_for_auto_class("AutoImageProcessor")
 LSTMCaptionerProcessor.register_for_auto_class("AutoProcessor")
 
+AutoConfig.register(LSTMConfig.model_type, LSTMConfig, exist_ok=True)
+AutoModel.register(LSTMConfig, LSTMModel, exist_ok=True)
+AutoModelForSequenceClassification.register(LSTMConfig, LSTMForSequenceClassification, exist_ok=True)
+AutoModelForCausalLM.register(LSTMConfig, LSTMForCausalLM, exist_ok=True)
+# Saving writes auto_map and the config/model code, so saved folders load with trust_remote_code anywhere.
+LSTMConfig.register_for_auto_class()
+LSTMModel.register_for_auto_class("AutoModel")
+LSTMForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+LSTMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
 __all__ = [
     "LSTMCaptionerConfig",
     "LSTMCaptionerForConditionalGeneration",
     "LSTMCaptionerImageProcessor",
     "LSTMCaptionerModel",
     "LSTMCaptionerProcessor",
+    "LSTMConfig",
+    "LSTMForCausalLM",
+    "LSTMForSequenceClassification",
+    "LSTMModel",
     "LSTMSeq2SeqConfig",
     "LSTMSeq2SeqForConditionalGeneration",
     "LSTMSeq2SeqModel",

@@ -1,6 +1,8 @@
 """Test helpers: tiny random models built from configs (nothing is downloaded)."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -67,3 +69,16 @@ BLOCK_HF_RNN = (
     "except ImportError:\n"
     "    pass\n"
 )
+
+
+def run_without_hf_rnn(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run `script` in a fresh Python that cannot import hf_rnn, offline, with stdin closed (a prompt would fail)."""
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_HF_RNN + script],
+        cwd=tmp_path,
+        env=subprocess_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
