@@ -6,6 +6,7 @@ evaluation, saving, the model card, the Hub upload, printed examples. A task mod
 own, by subclassing `Task`:
 
 - `arguments_class`: a dataclass of its own command-line/YAML fields (parsed with the generic ones);
+  `adjust_training_arguments` enforces what the task needs of the Trainer, `trainer_class` picks it;
 - `config_class` / `model_class` / `auto_model_class`: the model it trains; `derived_config_fields` are the
   config fields it fills from the data (vocabulary sizes, special ids), which users may not set;
 - `load_data`, `run_identity`, `dataset_reference`: the data, normalised to the task's columns, what
@@ -24,7 +25,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from datasets import Dataset, DatasetDict
-from transformers import EvalPrediction, PreTrainedConfig, PreTrainedModel
+from transformers import EvalPrediction, PreTrainedConfig, PreTrainedModel, Trainer, TrainingArguments
+
+from ..training.trainer import RecurrentSeq2SeqTrainer
 
 
 @dataclass
@@ -52,12 +55,14 @@ class Task:
     model_class: ClassVar[type[PreTrainedModel]]
     auto_model_class: ClassVar[type]
     derived_config_fields: ClassVar[tuple[str, ...]] = ()
-    # The collator builds model inputs from raw columns (e.g. images): the Trainer must not drop them.
-    collator_reads_raw_columns: ClassVar[bool] = False
+    trainer_class: ClassVar[type[Trainer]] = RecurrentSeq2SeqTrainer
 
     def __init__(self, args, data_args, task_args, training_args, model_overrides: dict[str, Any]):
         self.args, self.data_args, self.task_args, self.training_args = args, data_args, task_args, training_args
         self.model_overrides = model_overrides
+
+    def adjust_training_arguments(self, training: TrainingArguments) -> None:
+        """Settings the task cannot work without (e.g. keeping raw columns for its collator); logged when changed."""
 
     def run_identity(self) -> dict[str, Any]:
         """Everything about the data and the processor that makes two runs different runs (files by content,

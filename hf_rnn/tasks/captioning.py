@@ -7,6 +7,7 @@ Scored with keyword precision / recall / F1 (micro) and exact-set match against 
 """
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from ..captioner import (
 from ..data.captioning import LANDSCAPES, check_images, check_keywords, decode_image, load_captioning_data
 from ..data.files import DataFileError, iter_rows
 from .base import CardDetails, Task
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,7 +60,11 @@ class CaptioningTask(Task):
         "decoder_start_token_id",
         "vision_config",
     )
-    collator_reads_raw_columns = True  # images are decoded per batch, not cached as tensors
+
+    def adjust_training_arguments(self, training) -> None:
+        if training.remove_unused_columns:
+            logger.info("Keeping the raw `image` and `keywords` columns: the collator decodes images per batch.")
+            training.remove_unused_columns = False
 
     @property
     def image_size(self) -> int:

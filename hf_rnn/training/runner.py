@@ -17,7 +17,7 @@ from transformers import set_seed
 from ..cards.model_card import CardInfo, build_model_card
 from .arguments import RunConfig
 from .run_record import prepare_output_dir
-from .trainer import RecurrentSeq2SeqTrainer, push_output_folder, train_saving_on_interrupt
+from .trainer import push_output_folder, train_saving_on_interrupt
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,7 @@ def run(config: RunConfig) -> dict:
     task, data_args, args, training = config.task, config.data, config.args, config.training
     output_dir = Path(training.output_dir)
     set_seed(training.seed)
-    if task.collator_reads_raw_columns:
-        training.remove_unused_columns = False
+    task.adjust_training_arguments(training)
 
     identity = {"task": task.name, **task.run_identity(), "model": config.model}
     with training.main_process_first(desc="checking the output folder"):
@@ -52,7 +51,7 @@ def run(config: RunConfig) -> dict:
         model = task.build_model(processor, config.model)
     logger.info("Model: %s parameters, %s", f"{model.num_parameters():,}", model.config.to_diff_dict())
 
-    trainer = RecurrentSeq2SeqTrainer(
+    trainer = task.trainer_class(
         model=model,
         args=training,
         train_dataset=features["train"],
