@@ -18,6 +18,7 @@ import transformers
 
 import hf_rnn  # noqa: F401  (registers the models with the Auto classes)
 from hf_rnn.training.arguments import parse_args
+from hf_rnn.training.checkpoints import exit_cleanly, guard_output_dir
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "synthetic_en_ko.yaml"
 
@@ -31,16 +32,18 @@ def main(argv: list[str]) -> dict:
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     datasets.utils.logging.set_verbosity(training_args.get_process_log_level())
 
-    if model_args.task == "translation":
-        from hf_rnn.training.translation import run_translation
+    with guard_output_dir(training_args):  # one run per output folder; failed writes explained
+        if model_args.task == "translation":
+            from hf_rnn.training.translation import run_translation
 
-        return run_translation(model_args, data_args, training_args)
-    if model_args.task == "captioning":
-        from hf_rnn.training.captioning import run_captioning
+            return run_translation(model_args, data_args, training_args)
+        if model_args.task == "captioning":
+            from hf_rnn.training.captioning import run_captioning
 
-        return run_captioning(model_args, data_args, training_args)
+            return run_captioning(model_args, data_args, training_args)
     raise ValueError(f"`task` must be 'translation' or 'captioning', got {model_args.task!r}.")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with exit_cleanly():  # interrupts and run-level errors: one line, exit status 128 + signal or 1
+        main(sys.argv[1:])

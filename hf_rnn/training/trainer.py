@@ -1,9 +1,8 @@
-"""The Trainer used for every hf-rnn model, and checkpoint safety around it."""
+"""The Trainer used for every hf-rnn model: atomic checkpoints, exact resume and step-boundary interrupts."""
 
-import json
 import logging
 import os
-import re
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -11,11 +10,24 @@ from pathlib import Path
 import datasets
 import torch
 from transformers import Seq2SeqTrainer, TrainerCallback
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
+
+from .checkpoints import (
+    StepBoundaryInterrupt,
+    TrainingInterrupted,
+    checkpoint_problem,
+    commit_folder,
+    explained_write_errors,
+    is_complete_checkpoint,
+    last_complete_checkpoint,
+    move_aside,
+    resolve_resume,
+    staging_folder,
+)
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
 class TimeBudgetCallback(TrainerCallback):
@@ -37,15 +49,19 @@ class TimeBudgetCallback(TrainerCallback):
 
 
 class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
-    """`Seq2SeqTrainer` with exact multi-process metrics, a target-token throughput log and a time budget.
+    """`Seq2SeqTrainer` with safe checkpoints, exact multi-process metrics, a target-token throughput log and a time
+    budget.
+
+    Checkpoints are staged in a hidden folder and renamed into place when complete; a step that already has a
+    complete checkpoint is never written again (see `hf_rnn.training.checkpoints`).
 
     transformers 5 gathers generated predictions with `accelerator.gather`, which keeps the
     samples DDP repeats to even out the last batch, so BLEU would count some sentences
     twice. `gather_for_metrics` drops exactly those repeats.
 
-    Each training log entry gets `target_tokens_per_second`: the label tokens (padding
-    excluded) this process trained on since the previous entry, per second — the unit
-    translation toolkits report, which makes runs comparable across batchings.
+    Each training log entry gets `target_tokens_per_second`: the label tokens (padding excluded) this process
+    trained on since the previous entry, per second — the unit translation toolkits report, which makes runs
+    comparable across batchings.
     """
 
     def __init__(self, *args, **kwargs):
@@ -54,6 +70,8 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
         if minutes:
             self.add_callback(TimeBudgetCallback(minutes))
         self._target_tokens, self._tokens_since = 0, time.perf_counter()
+
+    # -- training -------------------------------------------------------------------------------------------------
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
         labels = inputs.get("labels")
@@ -89,93 +107,116 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
             )
         return super()._get_train_sampler(train_dataset)
 
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Trainer's checkpoint (transformers 5.24 `Trainer._save_checkpoint`), written atomically.
+
+        Every file goes into a hidden staging folder that is renamed to `checkpoint-N` once all processes have
+        written theirs; only then is it pushed and are older checkpoints rotated out. A complete `checkpoint-N` is
+        never written again; an incomplete one (written by other code) is moved aside first.
+        """
+        step = self.state.global_step
+        run_dir = self._get_output_dir(trial=trial)
+        final = Path(run_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+        problem = checkpoint_problem(final, resumable=not self.args.save_only_model)
+        if problem is None:
+            logger.info("%s is complete already: not saving step %d again.", final, step)
+            return
+        staging = staging_folder(final)
+        if self.args.should_save:
+            if final.exists():
+                move_aside(final, problem)
+            if staging.exists():
+                shutil.rmtree(staging)
+        self.accelerator.wait_for_everyone()
+        with explained_write_errors(staging, run_dir):
+            self._write_checkpoint(trial, staging, run_dir)
+            self.accelerator.wait_for_everyone()  # every process has written its RNG state
+            if self.args.should_save:
+                commit_folder(staging, final)
+        self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub:
+            self._push_from_checkpoint(str(final))
+        if self.args.should_save:
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+
+    def _write_checkpoint(self, trial, staging: Path, run_dir: str) -> None:
+        if self.hp_search_backend is None and trial is None:
+            self.store_flos()
+        self.save_model(str(staging), _internal_call=True)
+        best_step = self.state.best_global_step
+        if self.args.save_strategy in (SaveStrategy.STEPS, SaveStrategy.EPOCH, SaveStrategy.BEST) and best_step:
+            best = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{best_step}")
+            if best_step == self.state.global_step or os.path.exists(best):
+                self.state.best_model_checkpoint = best
+        if not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(str(staging))
+            self._save_scaler(str(staging))
+            self._save_rng_state(str(staging))
+        if self.args.should_save:
+            for callback in [*self.callback_handler.callbacks, self.control]:
+                if isinstance(callback, ExportableState):
+                    name, callback_state = type(callback).__name__, callback.state()
+                    if isinstance(self.state.stateful_callbacks[name], list):
+                        self.state.stateful_callbacks[name].append(callback_state)
+                    else:
+                        self.state.stateful_callbacks[name] = callback_state
+            self.state.save_to_json(str(staging / "trainer_state.json"))
+
     def evaluation_loop(self, *args, **kwargs):
         self.gather_function = self.accelerator.gather_for_metrics
         return super().evaluation_loop(*args, **kwargs)
 
 
-def is_complete_checkpoint(folder: Path) -> bool:
-    """Trainer writes `trainer_state.json` last: a checkpoint without a readable one was cut off mid-save."""
-    try:
-        state = json.loads((folder / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    match = CHECKPOINT_PATTERN.match(folder.name)
-    return bool(match) and state.get("global_step") == int(match.group(1))
-
-
-def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The newest checkpoint that can be resumed; incomplete ones are renamed aside (kept, never deleted)."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return None
-    checkpoints = sorted(
-        (p for p in output_dir.iterdir() if p.is_dir() and CHECKPOINT_PATTERN.match(p.name)),
-        key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)),
-    )
-    for folder in reversed(checkpoints):
-        if is_complete_checkpoint(folder):
-            return folder
-        aside = folder.with_name(folder.name + ".incomplete")
-        logger.warning("Checkpoint %s is incomplete (interrupted while saving); moving it to %s.", folder, aside)
-        folder.rename(aside)
-    return None
-
-
-def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
-    """`--resume_from_checkpoint last` (or true) picks the newest complete checkpoint in output_dir."""
-    if resume_from_checkpoint is None or str(resume_from_checkpoint).lower() in ("false", "no", "none", ""):
-        last = last_complete_checkpoint(output_dir) if Path(output_dir).is_dir() else None
-        if last is not None:
-            logger.warning(
-                "%s already holds checkpoints (newest complete: %s); starting over. "
-                "Pass `--resume_from_checkpoint last` to continue instead.",
-                output_dir,
-                last.name,
-            )
-        return None
-    if str(resume_from_checkpoint).lower() in ("last", "true", "yes"):
-        last = last_complete_checkpoint(output_dir)
-        if last is None:
-            raise FileNotFoundError(f"No complete checkpoint to resume from in {output_dir}.")
-        return str(last)
-    path = Path(resume_from_checkpoint)
-    if not is_complete_checkpoint(path):
-        raise FileNotFoundError(f"{path} is not a complete checkpoint (missing or unreadable trainer_state.json).")
-    return str(path)
+# ---------------------------------------------------------------------------------------------------------------------
+# Running a training job
 
 
 def train_saving_on_interrupt(trainer: Seq2SeqTrainer, resume_from_checkpoint: str | None):
-    """Run `trainer.train`; on Ctrl-C or SIGTERM save a resumable checkpoint first, then stop."""
+    """Run `trainer.train`; SIGINT or SIGTERM stop it at the next step boundary with a checkpoint.
 
-    def terminate(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, terminate)
+    Raises `TrainingInterrupted` (exit status 128 + the signal number) once that checkpoint is saved, also under
+    `save_strategy="no"`, so that the run can continue with `--resume_from_checkpoint last`.
+    """
+    interrupt = StepBoundaryInterrupt()
+    trainer.add_callback(interrupt)
+    interrupt.install(trainer.args)
     try:
-        return trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    except KeyboardInterrupt:
-        step = trainer.state.global_step
-        if step > 0 and trainer.args.save_strategy != "no":
-            trainer._save_checkpoint(trainer.model, trial=None)
-            logger.warning(
-                "Interrupted at step %d; saved %s. Continue with `--resume_from_checkpoint last`.",
-                step,
-                Path(trainer.args.output_dir) / f"checkpoint-{step}",
-            )
-        raise
+        result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        signum = interrupt.agreed_signal()
+        if signum:
+            trainer._save_checkpoint(trainer.model, trial=None)  # no-op when saved at the step boundary already
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        interrupt.restore()
+        trainer.remove_callback(interrupt)
+    if not signum:
+        return result
+    step = trainer.state.global_step
+    checkpoint = Path(trainer.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+    message = (
+        f"Stopped by {signal.Signals(signum).name} after step {step}; {checkpoint} holds the run's state. "
+        "Continue with `--resume_from_checkpoint last`."
+    )
+    raise TrainingInterrupted(signum, message if trainer.is_world_process_zero() else "")
 
 
 def train_and_evaluate(trainer: Seq2SeqTrainer, datasets: dict, started: float) -> tuple[dict, str | None]:
     """Train (resuming if asked), save, then score validation and test with generation.
 
     Returns all metrics (also written to `all_results.json`) and the split the model card
-    reports: test when there is one, else validation, else None.
+    reports: test when there is one, else validation, else None. Raises `TrainingInterrupted`
+    when SIGINT/SIGTERM stopped training (after saving a checkpoint).
     """
     args = trainer.args
-    train_result = train_saving_on_interrupt(trainer, resolve_resume(args.resume_from_checkpoint, args.output_dir))
+    with args.main_process_first(desc="checkpoint scan"):  # the main process tidies the folder before the others read
+        resume = resolve_resume(args.resume_from_checkpoint, args.output_dir, tidy=args.should_save)
+    train_result = train_saving_on_interrupt(trainer, resume)
     trainer.save_model()
     trainer.save_state()  # trainer_state.json: the log history (losses, throughput) beside the final model
     metrics = {k if k.startswith("train_") else f"train_{k}": v for k, v in train_result.metrics.items()}
@@ -190,6 +231,7 @@ def train_and_evaluate(trainer: Seq2SeqTrainer, datasets: dict, started: float) 
     return metrics, next((split for split in ("test", "validation") if split in datasets), None)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
 def push_output_folder(trainer: Seq2SeqTrainer, output_dir: Path) -> None:
     """Upload the finished folder: weights, tokenizer/processor, code, pipeline and our card.
 
@@ -209,12 +251,12 @@ def push_output_folder(trainer: Seq2SeqTrainer, output_dir: Path) -> None:
 
 
 __all__ = [
-    "push_output_folder",
-    "train_and_evaluate",
     "RecurrentSeq2SeqTrainer",
     "TimeBudgetCallback",
     "is_complete_checkpoint",
     "last_complete_checkpoint",
+    "push_output_folder",
     "resolve_resume",
+    "train_and_evaluate",
     "train_saving_on_interrupt",
 ]
