@@ -1,4 +1,5 @@
-"""Checkpoint safety, the output-folder lock and write-failure messages, on tiny in-process trainers.
+"""Checkpoint safety, the output-folder lock, write-failure messages, resume exactness and predict's shape, on tiny
+in-process trainers.
 
 The faults that need a real process (signals, SIGKILL, full disks, concurrent runs, DDP) are in test_faults.py.
 """
@@ -6,14 +7,16 @@ The faults that need a real process (signals, SIGKILL, full disks, concurrent ru
 import errno
 import os
 import shutil
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
 from helpers import tiny_model
-from transformers import Seq2SeqTrainingArguments, set_seed
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 
 from hf_rnn.training.checkpoints import (
     OutputDirBusy,
@@ -25,6 +28,7 @@ from hf_rnn.training.checkpoints import (
 from hf_rnn.training.trainer import (
     RecurrentSeq2SeqTrainer,
     last_complete_checkpoint,
+    train_saving_on_interrupt,
 )
 
 
@@ -79,6 +83,10 @@ def tiny_trainer(output_dir, trainer_class=RecurrentSeq2SeqTrainer, dropout=0.3,
         train_dataset=tiny_dataset(n_train),
         data_collator=pad_batch,
     )
+
+
+def losses(trainer) -> dict[int, float]:
+    return {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +208,67 @@ def test_write_failures_are_explained_in_one_sentence(complete_checkpoint, tmp_p
     # Not a write failure, or a read that EACCES could also mean: left alone.
     assert explain(RuntimeError("shape mismatch"), staging, output_dir) is None
     assert explain(PermissionError(errno.EACCES, "Permission denied"), staging, output_dir) is None
+
+
+def interrupt_in_step(trainer_class, step: int, signum: int):
+    """A trainer class that sends itself `signum` inside step `step`, after its forward and backward have drawn
+    their dropout masks (the point the former tests never reached)."""
+
+    class Interrupted(trainer_class):
+        def training_step(self, *args, **kwargs):
+            loss = super().training_step(*args, **kwargs)
+            if self.state.global_step == step - 1:
+                os.kill(os.getpid(), signum)
+            return loss
+
+    return Interrupted
+
+
+@pytest.mark.parametrize("strategy", ["random", "sequential", "group_by_length", "batch_rebalance"])
+def test_resume_after_an_interrupt_repeats_the_losses_for_every_sampler(tmp_path, strategy):
+    """16 examples in batches of 4: the interrupt falls in the second epoch, the resumed steps span two more."""
+    straight = tiny_trainer(tmp_path / "straight", train_sampling_strategy=strategy)
+    straight.train()
+    output_dir = tmp_path / "interrupted"
+    interrupted = tiny_trainer(
+        output_dir, interrupt_in_step(RecurrentSeq2SeqTrainer, 6, signal.SIGTERM), train_sampling_strategy=strategy
+    )
+    with pytest.raises(KeyboardInterrupt):
+        train_saving_on_interrupt(interrupted, None)
+    assert last_complete_checkpoint(output_dir, tidy=False).name == "checkpoint-6"
+    resumed = tiny_trainer(output_dir, train_sampling_strategy=strategy)
+    train_saving_on_interrupt(resumed, resolve_resume("last", str(output_dir)))
+    expected = losses(straight)
+    assert {step: losses(resumed)[step] for step in range(7, 11)} == {step: expected[step] for step in range(7, 11)}
+
+
+GENERATE_OPTIONS = {
+    "greedy": {},
+    "2 beams, 2 sequences": {"num_beams": 2, "num_return_sequences": 2},
+    "3 beams, 3 sequences": {"num_beams": 3, "num_return_sequences": 3},
+    "sampling, 2 sequences": {"do_sample": True, "num_return_sequences": 2},
+}
+
+
+@pytest.mark.parametrize("options", sorted(GENERATE_OPTIONS))
+def test_predict_returns_what_seq2seq_trainer_returns(tmp_path, options):
+    """5 examples in batches of 2: the last batch holds one example, whose every sequence must be kept (transformers'
+    `gather_for_metrics` kept one row of it, so 2 sequences per example gave 9 rows)."""
+    test = tiny_dataset(5, seed=1)
+    outputs = []
+    for trainer_class in (Seq2SeqTrainer, RecurrentSeq2SeqTrainer):
+        trainer = tiny_trainer(tmp_path / trainer_class.__name__, trainer_class)
+        set_seed(1)
+        outputs.append(trainer.predict(test, **GENERATE_OPTIONS[options]))
+    stock, ours = outputs
+    rows = 5 * GENERATE_OPTIONS[options].get("num_return_sequences", 1)
+    assert ours.predictions.shape[0] == stock.predictions.shape[0] == rows
+    np.testing.assert_array_equal(ours.predictions, stock.predictions)
+    np.testing.assert_array_equal(ours.label_ids, stock.label_ids)
+    # The loss is a mean over examples (stock Seq2SeqTrainer also counts the repeats that even out the last batch).
+    model = trainer.model.eval()
+    with torch.no_grad():
+        batch_losses = [
+            (model(**pad_batch(test.select(range(i, min(i + 2, 5))))).loss, min(2, 5 - i)) for i in (0, 2, 4)
+        ]
+    assert ours.metrics["test_loss"] == pytest.approx(sum(loss * n for loss, n in batch_losses).item() / 5)

@@ -11,7 +11,7 @@ import datasets
 import torch
 from transformers import Seq2SeqTrainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_pt_utils import LengthGroupedSampler, find_batch_size, get_length_grouped_indices
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
 
 from .checkpoints import (
@@ -48,6 +48,25 @@ class TimeBudgetCallback(TrainerCallback):
         return control
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """`LengthGroupedSampler` whose order depends only on (seed, epoch), like accelerate's seedable random sampler.
+
+    The stock sampler shuffles with the global RNG when an epoch's iteration starts; a run resumed mid-epoch starts
+    that iteration with a different RNG state, so it would see other batches than the run it continues.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
 class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
     """`Seq2SeqTrainer` with safe checkpoints, exact multi-process metrics, a target-token throughput log and a time
     budget.
@@ -55,9 +74,10 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
     Checkpoints are staged in a hidden folder and renamed into place when complete; a step that already has a
     complete checkpoint is never written again (see `hf_rnn.training.checkpoints`).
 
-    transformers 5 gathers generated predictions with `accelerator.gather`, which keeps the
-    samples DDP repeats to even out the last batch, so BLEU would count some sentences
-    twice. `gather_for_metrics` drops exactly those repeats.
+    transformers 5 gathers generated predictions with `accelerator.gather`, which keeps the samples DDP repeats to
+    even out the last batch, so BLEU would count some sentences twice; `gather_for_metrics` drops them but counts
+    rows, not examples, and so cuts all but one of the last example's sequences when generate returns several per
+    example. `_gather_examples` drops exactly the repeats.
 
     Each training log entry gets `target_tokens_per_second`: the label tokens (padding excluded) this process
     trained on since the previous entry, per second — the unit translation toolkits report, which makes runs
@@ -70,6 +90,7 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
         if minutes:
             self.add_callback(TimeBudgetCallback(minutes))
         self._target_tokens, self._tokens_since = 0, time.perf_counter()
+        self._examples_in_step = None
 
     # -- training -------------------------------------------------------------------------------------------------
 
@@ -93,19 +114,23 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
         return super().train(*args, **kwargs)
 
     def _get_train_sampler(self, train_dataset=None):
-        """`group_by_length` groups by *target* length: the decoder's time loop and the softmax layer run over
-        target positions, so that is where padding costs (transformers groups by the first input's length)."""
+        """`group_by_length` groups by *target* length (the decoder's time loop and the softmax layer run over
+        target positions, so that is where padding costs; transformers groups by the first input's length), in an
+        order fixed by the seed and the epoch so that a resumed run sees the same batches."""
         dataset = train_dataset if train_dataset is not None else self.train_dataset
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
         if (
             self.args.train_sampling_strategy == "group_by_length"
             and isinstance(dataset, datasets.Dataset)
             and "labels" in dataset.column_names
         ):
             lengths = [len(labels) for labels in dataset["labels"]]
-            return LengthGroupedSampler(
-                self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths
-            )
-        return super()._get_train_sampler(train_dataset)
+            return EpochSeededLengthGroupedSampler(batch_size, lengths=lengths, seed=seed)
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths, seed=seed)
+        return sampler
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
 
@@ -169,9 +194,34 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
                         self.state.stateful_callbacks[name] = callback_state
             self.state.save_to_json(str(staging / "trainer_state.json"))
 
+    # -- evaluation -----------------------------------------------------------------------------------------------
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        self._examples_in_step = find_batch_size(inputs)
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+
     def evaluation_loop(self, *args, **kwargs):
-        self.gather_function = self.accelerator.gather_for_metrics
+        self.gather_function = self._gather_examples
         return super().evaluation_loop(*args, **kwargs)
+
+    def _gather_examples(self, tensor):
+        """`accelerator.gather_for_metrics` that counts examples, not rows.
+
+        At the end of the data, accelerate keeps the first `remainder` rows of the last gathered batch (the rest
+        repeat samples to even out the processes). Generated sequences come `num_return_sequences` rows per example,
+        so the cut is `remainder` times that for them; 1-D tensors (the repeated loss) keep one row per example.
+        """
+        if not isinstance(tensor, torch.Tensor):
+            return self.accelerator.gather_for_metrics(tensor)
+        gathered = self.accelerator.gather(tensor)
+        state = self.accelerator.gradient_state
+        if not state.end_of_dataloader or state.remainder <= 0:
+            return gathered
+        rows_per_example = 1
+        examples = self._examples_in_step
+        if tensor.ndim > 1 and examples and tensor.shape[0] % examples == 0:
+            rows_per_example = tensor.shape[0] // examples
+        return gathered[: state.remainder * rows_per_example]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -251,6 +301,7 @@ def push_output_folder(trainer: Seq2SeqTrainer, output_dir: Path) -> None:
 
 
 __all__ = [
+    "EpochSeededLengthGroupedSampler",
     "RecurrentSeq2SeqTrainer",
     "TimeBudgetCallback",
     "is_complete_checkpoint",
