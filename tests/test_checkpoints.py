@@ -1,5 +1,4 @@
-"""Checkpoint safety, the output-folder lock, write-failure messages, resume exactness and predict's shape, on tiny
-in-process trainers.
+"""Checkpoint safety, resume exactness, predict's shape and what an upload may carry, on tiny in-process trainers.
 
 The faults that need a real process (signals, SIGKILL, full disks, concurrent runs, DDP) are in test_faults.py.
 """
@@ -28,6 +27,7 @@ from hf_rnn.training.checkpoints import (
 from hf_rnn.training.trainer import (
     RecurrentSeq2SeqTrainer,
     last_complete_checkpoint,
+    push_output_folder,
     train_saving_on_interrupt,
 )
 
@@ -272,3 +272,43 @@ def test_predict_returns_what_seq2seq_trainer_returns(tmp_path, options):
             (model(**pad_batch(test.select(range(i, min(i + 2, 5))))).loss, min(2, 5 - i)) for i in (0, 2, 4)
         ]
     assert ours.metrics["test_loss"] == pytest.approx(sum(loss * n for loss, n in batch_losses).item() / 5)
+
+
+def test_uploads_carry_no_local_state_and_no_token(hub_server, tmp_path):
+    token = "hf_NotARealTokenButLongEnough"
+    folder = tmp_path / "out"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "all_results.json"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(f"{name} content")
+    local = {
+        "training_args.bin": "pickled settings",
+        ".hf_rnn.lock": '{"pid": 1}',
+        "runs/events.out.tfevents": "tensorboard",
+        "checkpoint-2/optimizer.pt": "state",
+        "incomplete-checkpoint-4/model.safetensors": "partial",
+        ".checkpoint-6.partial/model.safetensors": "partial",
+        "_private": "trainer's",
+        "notes.txt": f"token={token}",
+    }
+    for name, content in local.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(content)
+    from huggingface_hub import HfApi
+
+    HfApi().create_repo("user/tidy")
+    trainer = SimpleNamespace(
+        hub_model_id="user/tidy",
+        args=SimpleNamespace(hub_token=token, hub_revision=None),
+        _finish_current_push=lambda: None,
+    )
+    push_output_folder(trainer, folder)
+    files = hub_server.files("user/tidy")
+    assert sorted(files) == [
+        ".gitattributes",
+        "README.md",
+        "all_results.json",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
+    assert not any(token.encode() in content for content in files.values())

@@ -1,5 +1,5 @@
 """Faults injected into real `train.py` processes: signals at any point of a step, SIGKILL during a checkpoint write,
-concurrent runs (also 2-process DDP), full and read-only disks.
+concurrent runs (also 2-process DDP), full and read-only disks, and what a Hub push uploads.
 
 Each run is a tiny model on the synthetic corpus, a few dozen steps, in its own process running train.py's
 `__main__` block after installing its fault (a signal sent from inside a step, a torch.save that dies half-way, ...),
@@ -25,6 +25,7 @@ from types import SimpleNamespace
 
 import pytest
 from helpers import REPO_ROOT
+from hub_server import FAKE_TOKEN, HubServer
 
 from hf_rnn.training.checkpoints import LOCK_NAME, checkpoint_problem, guard_output_dir, last_complete_checkpoint
 
@@ -413,3 +414,55 @@ def test_an_output_folder_without_write_permission_is_explained_before_any_work(
         f"error: Could not write {output_dir / LOCK_NAME}: Permission denied. No complete checkpoint had been written."
     )
     assert_quiet(result)
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory):
+    """A run with `--push_to_hub --hub_token T` and per-save pushes of the model and of the checkpoint
+    (`--hub_strategy checkpoint`), against the stand-in Hub: every commit's files, as {(commit, path): content}."""
+    root = tmp_path_factory.mktemp("hub")
+    server = HubServer(root / "repos").start()
+    token = "hf_TheTokenGivenOnTheCommandLine"
+    output_dir = root / "pushed"
+    env = child_env(HF_ENDPOINT=server.url, HF_TOKEN=FAKE_TOKEN, HF_HOME=str(root / "hf_home"), HF_HUB_OFFLINE="0")
+    args = ("--max_steps", "4", "--save_steps", "2", "--push_to_hub", "true", "--hub_model_id", "user/scan")
+    args += ("--hub_token", token, "--hub_strategy", "checkpoint")
+    result = run(train_command(output_dir, *args), env=env)
+    server.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    commits = [c for c in server.commits if c["repo_id"] == "user/scan"]
+    files = {
+        (commit["oid"], path): (server.root / "models" / "user" / "scan" / commit["oid"] / path).read_bytes()
+        for commit in commits
+        for path in commit["added"]
+    }
+    return SimpleNamespace(files=files, commits=commits, output_dir=output_dir, secrets=[token, FAKE_TOKEN])
+
+
+def local_paths(pushed) -> list[str]:
+    return [str(pushed.output_dir), str(Path.home()) + "/", tempfile.gettempdir() + "/"]
+
+
+def test_every_push_path_was_taken(pushed):
+    summaries = [c["summary"] for c in pushed.commits]
+    assert "Training in progress, step 2" in summaries and "Training in progress, step 2, checkpoint" in summaries
+    assert summaries[-1] == "hf-rnn: trained model, code and model card"
+    uploaded = {path for _, path in pushed.files}
+    assert {"model.safetensors", "last-checkpoint/optimizer.pt", "README.md"} <= uploaded
+
+
+def test_no_pushed_file_holds_the_token_or_training_args(pushed):
+    assert not [path for _, path in pushed.files if path.endswith("training_args.bin")]
+    holding = [
+        path for (_, path), content in pushed.files.items() if any(t.encode() in content for t in pushed.secrets)
+    ]
+    assert holding == []
+    local_args = (pushed.output_dir / "training_args.bin").read_bytes()
+    assert pushed.secrets[0].encode() not in local_args  # not even kept locally
+
+
+def test_no_pushed_file_holds_a_local_path(pushed):
+    holding = {
+        path for (_, path), content in pushed.files.items() if any(p.encode() in content for p in local_paths(pushed))
+    }
+    assert holding == set()

@@ -1,20 +1,31 @@
-"""The Trainer used for every hf-rnn model: atomic checkpoints, exact resume and step-boundary interrupts."""
+"""The Trainer used for every hf-rnn model: atomic checkpoints, exact resume, step-boundary interrupts and Hub
+uploads that carry no secret."""
 
+import copy
 import logging
+import mmap
 import os
+import posixpath
 import shutil
 import signal
 import time
+from fnmatch import fnmatch
 from pathlib import Path
 
 import datasets
 import torch
+from huggingface_hub import CommitOperationAdd, HfApi, get_token
 from transformers import Seq2SeqTrainer, TrainerCallback
+from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_pt_utils import LengthGroupedSampler, find_batch_size, get_length_grouped_indices
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, SaveStrategy, rotate_checkpoints
+from transformers.utils.hub import PushInProgress
 
 from .checkpoints import (
+    ASIDE_PREFIX,
+    CHECKPOINT_PATTERN,
+    SUPERSEDED_PREFIX,
     StepBoundaryInterrupt,
     TrainingInterrupted,
     checkpoint_problem,
@@ -28,6 +39,9 @@ from .checkpoints import (
 )
 
 logger = logging.getLogger(__name__)
+
+# State only a resume reads: uploaded with a checkpoint (hub_strategy "checkpoint"), not with the model.
+RESUME_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth", "trainer_state.json")
 
 
 class TimeBudgetCallback(TrainerCallback):
@@ -72,7 +86,9 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
     budget.
 
     Checkpoints are staged in a hidden folder and renamed into place when complete; a step that already has a
-    complete checkpoint is never written again (see `hf_rnn.training.checkpoints`).
+    complete checkpoint is never written again (see `hf_rnn.training.checkpoints`). Hub uploads (Trainer's per-save
+    pushes, `push_to_hub`) go through `publish_folder`, which never uploads `training_args.bin`, local state or a file
+    holding the Hub token.
 
     transformers 5 gathers generated predictions with `accelerator.gather`, which keeps the samples DDP repeats to
     even out the last batch, so BLEU would count some sentences twice; `gather_for_metrics` drops them but counts
@@ -194,6 +210,83 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
                         self.state.stateful_callbacks[name] = callback_state
             self.state.save_to_json(str(staging / "trainer_state.json"))
 
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """Trainer's save, with `training_args.bin` pickled without the Hub token (folders get copied and shared)."""
+        super()._save(output_dir, state_dict)
+        if self.args.should_save and self.args.hub_token is not None:
+            local_args = copy.copy(self.args)
+            local_args.hub_token = None
+            torch.save(local_args, os.path.join(output_dir or self.args.output_dir, TRAINING_ARGS_NAME))
+
+    # -- Hub ------------------------------------------------------------------------------------------------------
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Trainer's per-save push (`hub_strategy`), through `publish_folder`: the model files straight from the
+        committed checkpoint, and with `checkpoint`/`all_checkpoints` the checkpoint itself, without
+        `training_args.bin`."""
+        if not self.is_world_process_zero() or self.args.hub_strategy == HubStrategy.END:
+            return
+        if not self.args.hub_always_push and self.push_in_progress is not None and not self.push_in_progress.is_done():
+            return
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        if self.args.save_strategy == SaveStrategy.STEPS:
+            message = f"Training in progress, step {self.state.global_step}"
+        else:
+            message = f"Training in progress, epoch {int(self.state.epoch)}"
+        upload = {"token": self.args.hub_token, "revision": self.args.hub_revision, "run_as_future": True}
+        secrets = hub_secrets(self.args)
+        jobs = [
+            publish_folder(
+                self.hub_model_id, checkpoint_folder, message, exclude=RESUME_STATE, secrets=secrets, **upload
+            )
+        ]
+        if self.args.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
+            in_repo = (
+                "last-checkpoint" if self.args.hub_strategy == HubStrategy.CHECKPOINT else Path(checkpoint_folder).name
+            )
+            jobs.append(
+                publish_folder(
+                    self.hub_model_id,
+                    checkpoint_folder,
+                    message + ", checkpoint",
+                    path_in_repo=in_repo,
+                    secrets=secrets,
+                    **upload,
+                )
+            )
+        if self.push_in_progress is None or self.push_in_progress.is_done():
+            self.push_in_progress = PushInProgress(jobs)
+        else:
+            self.push_in_progress.jobs.extend(jobs)
+
+    def push_to_hub(
+        self, commit_message="End of training", blocking=True, token=None, revision=None, private=None, **kwargs
+    ):
+        """`Trainer.push_to_hub` through `publish_folder`; an existing README.md (our model card) is kept rather than
+        replaced by Trainer's generic card."""
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        token = token if token is not None else self.args.hub_token
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        if not (Path(self.args.output_dir) / "README.md").exists():
+            model_name = (
+                kwargs.pop("model_name", None) or (self.args.hub_model_id or self.args.output_dir).split("/")[-1]
+            )
+            self.create_model_card(model_name=model_name, **kwargs)
+        self._finish_current_push()
+        return publish_folder(
+            self.hub_model_id,
+            self.args.output_dir,
+            commit_message,
+            token=token,
+            revision=revision or self.args.hub_revision,
+            run_as_future=not blocking,
+            secrets=hub_secrets(self.args),
+        )
+
     # -- evaluation -----------------------------------------------------------------------------------------------
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
@@ -267,7 +360,8 @@ def train_and_evaluate(trainer: Seq2SeqTrainer, datasets: dict, started: float) 
     with args.main_process_first(desc="checkpoint scan"):  # the main process tidies the folder before the others read
         resume = resolve_resume(args.resume_from_checkpoint, args.output_dir, tidy=args.should_save)
     train_result = train_saving_on_interrupt(trainer, resume)
-    trainer.save_model()
+    # Not `save_model()`: with push_to_hub it would push Trainer's generic card; the final push is push_output_folder.
+    trainer.save_model(_internal_call=True)
     trainer.save_state()  # trainer_state.json: the log history (losses, throughput) beside the final model
     metrics = {k if k.startswith("train_") else f"train_{k}": v for k, v in train_result.metrics.items()}
     if "validation" in datasets:
@@ -282,20 +376,95 @@ def train_and_evaluate(trainer: Seq2SeqTrainer, datasets: dict, started: float) 
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Hub uploads
+
+
+def hub_secrets(args) -> list[str]:
+    """The tokens an upload must never contain: `--hub_token` and the one huggingface_hub would use."""
+    tokens = {args.hub_token, get_token()}
+    return sorted(token for token in tokens if token and len(token) >= 8)
+
+
+def is_publishable(path_in_folder: str) -> bool:
+    """Whether a file of an output or checkpoint folder may be uploaded.
+
+    Never: `training_args.bin` (a pickle of this machine's settings: Hub token, absolute paths), hidden files (the
+    run lock, staging folders), `_*` (Trainer's private files), TensorBoard `runs/` (local paths), and checkpoints
+    (only their own push uploads them).
+    """
+    parts = path_in_folder.split("/")
+    if any(part.startswith((".", "_")) for part in parts) or parts[-1] == TRAINING_ARGS_NAME:
+        return False
+    top = parts[0]
+    return not (
+        len(parts) > 1
+        and (top == "runs" or CHECKPOINT_PATTERN.match(top) or top.startswith((ASIDE_PREFIX, SUPERSEDED_PREFIX)))
+    )
+
+
+def publish_folder(
+    repo_id: str,
+    folder: str | os.PathLike,
+    commit_message: str,
+    *,
+    token: str | None = None,
+    revision: str | None = None,
+    path_in_repo: str = "",
+    exclude: tuple[str, ...] = (),
+    secrets: list[str] = (),
+    run_as_future: bool = False,
+):
+    """Upload the publishable files of `folder` (`is_publishable`, minus `exclude` name patterns) in one commit.
+
+    Every file is read first: one that holds any of `secrets` is left out, with a warning naming it. Returns the
+    `CommitInfo` (a Future of it with `run_as_future`).
+    """
+    folder = Path(folder)
+    operations = []
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if not path.is_file() or not is_publishable(name) or any(fnmatch(path.name, p) for p in exclude):
+            continue
+        if _holds_any(path, secrets):
+            logger.warning("Not uploading %s: it contains the Hub token.", path)
+            continue
+        operations.append(
+            CommitOperationAdd(
+                path_in_repo=posixpath.join(path_in_repo, name) if path_in_repo else name, path_or_fileobj=str(path)
+            )
+        )
+    return HfApi().create_commit(
+        repo_id=repo_id,
+        operations=operations,
+        commit_message=commit_message,
+        token=token,
+        revision=revision,
+        run_as_future=run_as_future,
+    )
+
+
+def _holds_any(path: Path, needles: list[str]) -> bool:
+    if not needles or path.stat().st_size == 0:
+        return False
+    with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as content:
+        return any(content.find(needle.encode()) != -1 for needle in needles)
+
+
 def push_output_folder(trainer: Seq2SeqTrainer, output_dir: Path) -> None:
     """Upload the finished folder: weights, tokenizer/processor, code, pipeline and our card.
 
     Trainer's own `push_to_hub` would replace README.md with its generic card, so the final
-    upload is ours; checkpoints and TensorBoard runs stay local.
+    upload is ours; checkpoints, TensorBoard runs, `training_args.bin` and anything holding
+    the token stay local (`publish_folder`).
     """
-    from huggingface_hub import upload_folder
-
-    upload_folder(
-        repo_id=trainer.hub_model_id,
-        folder_path=output_dir,
+    trainer._finish_current_push()  # a per-save push still running must not land after this one
+    publish_folder(
+        trainer.hub_model_id,
+        output_dir,
+        "hf-rnn: trained model, code and model card",
         token=trainer.args.hub_token,
-        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "runs/**", "*.incomplete/**"],
-        commit_message="hf-rnn: trained model, code and model card",
+        revision=trainer.args.hub_revision,
+        secrets=hub_secrets(trainer.args),
     )
     logger.info("Pushed %s to %s", output_dir, trainer.hub_model_id)
 
@@ -304,8 +473,11 @@ __all__ = [
     "EpochSeededLengthGroupedSampler",
     "RecurrentSeq2SeqTrainer",
     "TimeBudgetCallback",
+    "hub_secrets",
     "is_complete_checkpoint",
+    "is_publishable",
     "last_complete_checkpoint",
+    "publish_folder",
     "push_output_folder",
     "resolve_resume",
     "train_and_evaluate",
