@@ -333,15 +333,15 @@ def train_saving_on_interrupt(trainer: Seq2SeqTrainer, resume_from_checkpoint: s
     try:
         result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         signum = interrupt.agreed_signal()
-        if signum:
-            trainer._save_checkpoint(trainer.model, trial=None)  # no-op when saved at the step boundary already
+        step = trainer.state.global_step
+        checkpoint = Path(trainer.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+        if signum and not checkpoint.exists():  # the signal came after the last step boundary
+            trainer._save_checkpoint(trainer.model, trial=None)
     finally:
         interrupt.restore()
         trainer.remove_callback(interrupt)
     if not signum:
         return result
-    step = trainer.state.global_step
-    checkpoint = Path(trainer.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
     message = (
         f"Stopped by {signal.Signals(signum).name} after step {step}; {checkpoint} holds the run's state. "
         "Continue with `--resume_from_checkpoint last`."
