@@ -16,7 +16,10 @@ import sys
 import datasets
 import transformers
 
+from .data.files import DataFileError
 from .training.arguments import parse_args
+from .training.checkpoints import exit_cleanly, guard_output_dir
+from .training.run_record import OutputDirHoldsAnotherRun
 from .training.runner import run
 
 
@@ -29,13 +32,16 @@ def main(argv: list[str] | None = None) -> dict:
     )
     transformers.utils.logging.set_verbosity(training.get_process_log_level())
     datasets.utils.logging.set_verbosity(training.get_process_log_level())
-    return run(config)
+    with guard_output_dir(training):  # one run per output folder; failed writes explained
+        return run(config)
 
 
 def console_main() -> None:
-    """The `hf-rnn-train` command."""
-    main()
+    """`python -m hf_rnn.train`, `train.py`, `hf-rnn-train`: errors the user can fix end with one line, interrupts
+    with the signal's exit status."""
+    with exit_cleanly(user_errors=(DataFileError, OutputDirHoldsAnotherRun)):
+        main()
 
 
 if __name__ == "__main__":
-    main()
+    console_main()

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 
@@ -283,14 +284,18 @@ def test_a_different_run_never_replaces_an_earlier_one(tmp_path):
     """The issue's reproduction: a run on the user's own file into the default run's folder (no --output_dir)."""
     output_dir = tmp_path / "synthetic-en-ko"
     train.main(tiny_run(output_dir, "--max_steps", "2", *QUICK, "--num_examples_to_print", "0"))
-    before = {p.name: p.read_bytes() for p in output_dir.iterdir() if p.is_file()}
+
+    def files():  # the run's files (the lock file records each run's own PID and start time)
+        return {p.name: p.read_bytes() for p in output_dir.iterdir() if p.is_file() and p.name != ".hf_rnn.lock"}
+
+    before = files()
     mine = write_jsonl(tmp_path / "mine.jsonl", [("Hello there.", "Bonjour."), ("Thanks.", "Merci.")] * 20, "en", "fr")
     other = ["--train_file", str(mine), "--target_lang", "fr", "--max_steps", "2", *QUICK]
     with pytest.raises(
         FileExistsError, match=r'holds a different run \(.*pair\.languages: \["en", "ko"\] → \["en", "fr"\]'
     ):
         train.main(tiny_run(output_dir, *other))
-    assert {p.name: p.read_bytes() for p in output_dir.iterdir() if p.is_file()} == before
+    assert files() == before
 
     # With --overwrite_output_dir the new run gets its own tokenizer, trained on its own data.
     train.main(tiny_run(output_dir, *other, "--overwrite_output_dir", "true", "--num_examples_to_print", "0"))
@@ -305,6 +310,10 @@ def test_a_finished_run_is_not_retrained_in_place_and_foreign_folders_are_refuse
     train.main(args)
     with pytest.raises(FileExistsError, match="holds a finished run of this configuration"):
         train.main(args)
+    # On the command line the refusal is one line, exit status 1, no traceback.
+    result = subprocess.run([sys.executable, "-m", "hf_rnn.train", *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {output_dir} holds a finished run")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
@@ -315,7 +324,8 @@ def test_a_finished_run_is_not_retrained_in_place_and_foreign_folders_are_refuse
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_losses(tmp_path, monkeypatch):
-    """Ctrl-C at step 7 saves a resumable checkpoint; resuming replays the same batches and losses."""
+    """Ctrl-C in the middle of step 7 (dropout masks drawn) saves checkpoint-7 at the step's end; resuming replays
+    the same batches, dropout and losses."""
     args = ["--max_steps", "12", "--save_strategy", "steps", "--save_steps", "4", "--logging_steps", "1"]
     args += ["--eval_strategy", "no", "--model.dropout", "0.2", "--save_total_limit", "5"]
     straight = tmp_path / "straight"
@@ -326,27 +336,27 @@ def test_interrupted_run_resumes_to_the_same_losses(tmp_path, monkeypatch):
     interrupted = tmp_path / "interrupted"
     original_step = Trainer.training_step
 
-    def interrupt_at_step_7(self, *a, **k):
-        if self.state.global_step == 7:
-            raise KeyboardInterrupt
-        return original_step(self, *a, **k)
+    def interrupt_in_step_7(self, *a, **k):
+        loss = original_step(self, *a, **k)
+        if self.state.global_step == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
 
-    monkeypatch.setattr(Trainer, "training_step", interrupt_at_step_7)
+    monkeypatch.setattr(Trainer, "training_step", interrupt_in_step_7)
     with pytest.raises(KeyboardInterrupt):
         train.main(tiny_run(interrupted, *args))
     monkeypatch.setattr(Trainer, "training_step", original_step)
     assert last_complete_checkpoint(interrupted).name == "checkpoint-7"
 
-    # A checkpoint cut off mid-save (as by SIGKILL) is moved aside, never resumed from, never deleted.
+    # A checkpoint damaged after the fact (here: written by other code) is moved aside, never resumed, never deleted.
     broken = interrupted / "checkpoint-8"
     broken.mkdir()
     (broken / "model.safetensors").write_bytes(b"partial")
     train.main(tiny_run(interrupted, *args, "--resume_from_checkpoint", "last"))
-    assert (interrupted / "checkpoint-8.incomplete" / "model.safetensors").exists()
+    assert (interrupted / "incomplete-checkpoint-8" / "model.safetensors").exists()
     resumed = json.loads((interrupted / "checkpoint-12" / "trainer_state.json").read_text())["log_history"]
     resumed = {e["step"]: e["loss"] for e in resumed if "loss" in e}
-    for step in range(8, 13):
-        assert resumed[step] == pytest.approx(reference[step], rel=1e-4, abs=1e-5), step
+    assert {step: resumed[step] for step in range(8, 13)} == {step: reference[step] for step in range(8, 13)}
 
 
 @pytest.mark.slow

@@ -9,18 +9,21 @@ example scripts do. The record (`hf_rnn_run.json`) holds no absolute paths, only
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .trainer import CHECKPOINT_PATTERN, last_complete_checkpoint
+from .checkpoints import last_complete_checkpoint, resolve_resume
 
 logger = logging.getLogger(__name__)
 
 RECORD_FILE = "hf_rnn_run.json"
 # Written by a finished run: its presence without checkpoints means there is nothing left to resume.
 FINISHED_MARKERS = ("model.safetensors", "all_results.json")
+
+
+class OutputDirHoldsAnotherRun(FileExistsError):
+    """The output folder holds a different run, a finished one, or files of something else."""
 
 
 @dataclass
@@ -37,11 +40,12 @@ def prepare_output_dir(
     Args:
         identity: what this run is (see the module docstring); saved in the folder when `write`.
         resume_from_checkpoint: `--resume_from_checkpoint` as given (a path, "last"/"true", or None).
-        overwrite: `--overwrite_output_dir`: checkpoints of an earlier run are deleted, its files overwritten.
+        overwrite: `--overwrite_output_dir`: checkpoints of an earlier run move to `superseded-<time>/`, its other
+            files are overwritten.
         write: whether this process writes (the main process); the others only read.
 
     Raises:
-        FileExistsError: the folder holds a different run, a finished run, or files of something else.
+        OutputDirHoldsAnotherRun: the folder holds a different run, a finished run, or files of something else.
         FileNotFoundError: `resume_from_checkpoint` names no complete checkpoint.
     """
     output_dir = Path(output_dir)
@@ -49,29 +53,24 @@ def prepare_output_dir(
     recorded = _read_record(output_dir)
     contents = [p.name for p in output_dir.iterdir() if not p.name.startswith(".")] if output_dir.is_dir() else []
     if overwrite and contents:
-        if write:
-            for path in output_dir.iterdir():
-                if path.is_dir() and CHECKPOINT_PATTERN.match(path.name.removesuffix(".incomplete")):
-                    shutil.rmtree(path)
+        if write:  # nothing is deleted: earlier checkpoints move to superseded-<time>/, other files are overwritten
+            resolve_resume(None, output_dir, tidy=True)
             (output_dir / RECORD_FILE).unlink(missing_ok=True)
-            logger.warning(
-                "--overwrite_output_dir: earlier checkpoints in %s deleted; starting a new run.", output_dir
-            )
         recorded, contents = None, []
     if recorded is None and contents:
-        raise FileExistsError(
+        raise OutputDirHoldsAnotherRun(
             f"{output_dir} already holds files that no hf-rnn run recorded ({', '.join(sorted(contents)[:5])}"
             f"{', ...' if len(contents) > 5 else ''}). Choose another --output_dir, or pass --overwrite_output_dir "
             f"to train into it anyway."
         )
     if recorded is not None and recorded != identity:
-        raise FileExistsError(
+        raise OutputDirHoldsAnotherRun(
             f"{output_dir} holds a different run ({_differences(recorded, identity)}). Choose another --output_dir, "
             f"or pass --overwrite_output_dir to replace it."
         )
-    resume = _resume_point(output_dir, resume_from_checkpoint)
+    resume = _resume_point(output_dir, resume_from_checkpoint, recorded is not None, write)
     if resume is None and recorded is not None and any((output_dir / name).exists() for name in FINISHED_MARKERS):
-        raise FileExistsError(
+        raise OutputDirHoldsAnotherRun(
             f"{output_dir} holds a finished run of this configuration. Choose another --output_dir, or pass "
             f"--overwrite_output_dir to train it again."
         )
@@ -81,22 +80,19 @@ def prepare_output_dir(
     return OutputDirState(resume, same_run=recorded is not None)
 
 
-def _resume_point(output_dir: Path, resume_from_checkpoint: str | None) -> str | None:
-    requested = None if resume_from_checkpoint is None else str(resume_from_checkpoint)
-    if requested is not None and requested.lower() in ("false", "no", "none", ""):
-        return None
-    if requested is None or requested.lower() in ("last", "true", "yes"):
-        last = last_complete_checkpoint(output_dir) if output_dir.is_dir() else None
-        if last is None and requested is not None:
-            raise FileNotFoundError(f"No complete checkpoint to resume from in {output_dir}.")
-        if last is not None and requested is None:
-            logger.warning(
-                "Checkpoint detected in %s: resuming from %s. Pass --overwrite_output_dir to start over instead.",
-                output_dir,
-                last.name,
-            )
-        return None if last is None else str(last)
-    return requested
+def _resume_point(output_dir: Path, requested: str | None, same_run: bool, write: bool) -> str | None:
+    """An explicit `--resume_from_checkpoint` as `resolve_resume` reads it; without one, the same run resumes from
+    its newest complete checkpoint (as the transformers example scripts do)."""
+    if requested is not None or not same_run:
+        return resolve_resume(requested, str(output_dir), tidy=write)
+    last = last_complete_checkpoint(output_dir, tidy=write)
+    if last is not None:
+        logger.warning(
+            "Checkpoint detected in %s: resuming from %s. Pass --overwrite_output_dir to start over instead.",
+            output_dir,
+            last.name,
+        )
+    return None if last is None else str(last)
 
 
 def _read_record(output_dir: Path) -> dict | None:
@@ -121,4 +117,4 @@ def _differences(old: dict, new: dict, prefix: str = "") -> str:
     return "; ".join(changes)
 
 
-__all__ = ["RECORD_FILE", "OutputDirState", "prepare_output_dir"]
+__all__ = ["RECORD_FILE", "OutputDirHoldsAnotherRun", "OutputDirState", "prepare_output_dir"]

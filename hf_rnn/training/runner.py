@@ -61,7 +61,8 @@ def run(config: RunConfig) -> dict:
         compute_metrics=task.compute_metrics(processor, raw["validation"]) if "validation" in raw else None,
     )
     train_result = train_saving_on_interrupt(trainer, state.resume_from_checkpoint)
-    trainer.save_model()
+    # Not `save_model()`: with push_to_hub it would push Trainer's generic card; the final push is push_output_folder.
+    trainer.save_model(_internal_call=True)
     trainer.save_state()  # trainer_state.json: the log history (losses, throughput) beside the final model
     metrics = {k if k.startswith("train_") else f"train_{k}": v for k, v in train_result.metrics.items()}
     for split, prefix in (("validation", "eval"), ("test", "test")):
