@@ -1,7 +1,7 @@
 """The LSTM image-to-keywords captioner (model_type `lstm_captioner`)."""
 
 from .configuration_lstm_captioner import LSTMCaptionerConfig
-from .image_processing_lstm_captioner import LSTMCaptionerImageProcessor, load_image
+from .image_processing_lstm_captioner import LSTMCaptionerImageProcessor
 from .modeling_lstm_captioner import (
     LSTMCaptionerCache,
     LSTMCaptionerEncoderOutput,
@@ -21,6 +21,5 @@ __all__ = [
     "LSTMCaptionerPreTrainedModel",
     "LSTMCaptionerProcessor",
     "build_keyword_tokenizer",
-    "load_image",
     "normalize_keyword",
 ]
