@@ -130,7 +130,7 @@ def test_translation_pipeline_in_process(tokenizer, translator):
         expected = tokenizer.decode(translator.generate(**inputs, num_beams=2)[0], skip_special_tokens=True)
     assert pipe(SENTENCES[0], num_beams=2) == [{"translation_text": expected}]
     batched = pipe(SENTENCES, num_beams=2, batch_size=4)
-    assert [item[0]["translation_text"] for item in batched] == [
+    assert [item["translation_text"] for item in batched] == [
         pipe(sentence, num_beams=2)[0]["translation_text"] for sentence in SENTENCES
     ]
     several = pipe(SENTENCES[1], num_beams=3, num_return_sequences=3)

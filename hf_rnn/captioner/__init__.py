@@ -9,6 +9,7 @@ from .modeling_lstm_captioner import (
     LSTMCaptionerModel,
     LSTMCaptionerPreTrainedModel,
 )
+from .pipeline_lstm_captioner import LSTMCaptionerPipeline
 from .processing_lstm_captioner import LSTMCaptionerProcessor, build_keyword_tokenizer, normalize_keyword
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "LSTMCaptionerForConditionalGeneration",
     "LSTMCaptionerImageProcessor",
     "LSTMCaptionerModel",
+    "LSTMCaptionerPipeline",
     "LSTMCaptionerPreTrainedModel",
     "LSTMCaptionerProcessor",
     "build_keyword_tokenizer",
