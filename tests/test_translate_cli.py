@@ -197,6 +197,22 @@ def test_output_file_and_attention_heatmap(folder, tmp_path):
         assert image.size[0] > 28 * 4 and image.size[1] > 28
 
 
+def test_the_model_s_warnings_reach_the_console_and_no_limit_is_added(folder, tokenizer, translator, tmp_path):
+    """The CLI leaves logging alone: what generate() warns (here: two length limits) is shown, and the length is the
+    model's or --max-new-tokens, never the CLI's own."""
+    model = LSTMSeq2SeqForConditionalGeneration(translator.config).eval()
+    model.load_state_dict(translator.state_dict())
+    model.generation_config.max_length = 40
+    model.generation_config.suppress_tokens = [tokenizer.eos_token_id]  # never stops on its own
+    TranslationPipeline(model=model, tokenizer=tokenizer).save_pretrained(tmp_path / "long")
+    result = cli("--model", tmp_path / "long", SENTENCES[0], "--num-beams", 1, tmp_path=tmp_path)
+    assert result.stdout.decode() == translation(model, tokenizer, SENTENCES[0]) + "\n"
+    with torch.no_grad():
+        assert model.generate(**tokenizer(SENTENCES[0], return_tensors="pt"), num_beams=1).shape[1] == 40
+    capped = cli("--model", tmp_path / "long", SENTENCES[0], "--max-new-tokens", 3, tmp_path=tmp_path)
+    assert "`max_new_tokens` will take precedence" in capped.stderr.decode()
+
+
 # --- a clean console ---------------------------------------------------------------------------------------------
 
 # transformers' progress bars are not warnings; every other line on stderr is one.
