@@ -211,7 +211,7 @@ def _print_examples(model, tokenizer, dataset, count, output_dir, metrics, readm
     if sources:
         print("\nExample translations:")
         for source, output in zip(sources, translator(sources, num_beams=5, batch_size=len(sources))):
-            print(f"  {source}  →  {output[0]['translation_text']}")
+            print(f"  {source}  →  {output['translation_text']}")
     scores = {k: round(v, 2) for k, v in metrics.items() if k.endswith(("_bleu", "_chrf"))}
     print(f"\nScores: {scores}")
     print(f"Model, tokenizer and model card saved to {output_dir.resolve()}")
