@@ -1,7 +1,7 @@
 """hf-rnn: recurrent encoder-decoders as first-class Hugging Face models.
 
-Importing the package registers every model with the Auto classes (and the translation
-pipeline), so `AutoModelForSeq2SeqLM.from_pretrained(dir)` works without remote code.
+Importing the package registers every model with the Auto classes and its pipelines with `pipeline()`, so
+`AutoModelForSeq2SeqLM.from_pretrained(dir)` and `pipeline("translation", model=dir)` work without remote code.
 """
 
 from transformers import (
@@ -14,17 +14,18 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoProcessor,
 )
-from transformers.pipelines import PIPELINE_REGISTRY
 
 from .captioner import (
     LSTMCaptionerConfig,
     LSTMCaptionerForConditionalGeneration,
     LSTMCaptionerImageProcessor,
     LSTMCaptionerModel,
+    LSTMCaptionerPipeline,
     LSTMCaptionerProcessor,
     build_keyword_tokenizer,
 )
 from .lstm import LSTMConfig, LSTMForCausalLM, LSTMForSequenceClassification, LSTMModel
+from .pipelines import register_pipelines
 from .translator import (
     LSTMSeq2SeqConfig,
     LSTMSeq2SeqForConditionalGeneration,
@@ -41,9 +42,6 @@ AutoModelForSeq2SeqLM.register(LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGener
 LSTMSeq2SeqConfig.register_for_auto_class()
 LSTMSeq2SeqModel.register_for_auto_class("AutoModel")
 LSTMSeq2SeqForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
-PIPELINE_REGISTRY.register_pipeline(
-    "translation", pipeline_class=TranslationPipeline, pt_model=AutoModelForSeq2SeqLM, type="text"
-)
 
 AutoConfig.register(LSTMCaptionerConfig.model_type, LSTMCaptionerConfig, exist_ok=True)
 AutoModel.register(LSTMCaptionerConfig, LSTMCaptionerModel, exist_ok=True)
@@ -69,11 +67,14 @@ LSTMModel.register_for_auto_class("AutoModel")
 LSTMForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 LSTMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
+register_pipelines()
+
 __all__ = [
     "LSTMCaptionerConfig",
     "LSTMCaptionerForConditionalGeneration",
     "LSTMCaptionerImageProcessor",
     "LSTMCaptionerModel",
+    "LSTMCaptionerPipeline",
     "LSTMCaptionerProcessor",
     "LSTMConfig",
     "LSTMForCausalLM",

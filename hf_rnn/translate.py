@@ -1,36 +1,56 @@
 """Translate from the command line with a saved (or Hub) model.
 
-python -m hf_rnn.translate --model outputs/synthetic-en-ko "I am a student."
-python -m hf_rnn.translate --model DIR --file sentences.txt --output out.txt --num-beams 5
-echo "I am a student." | python -m hf_rnn.translate --model DIR --file -
-python -m hf_rnn.translate --model DIR "I am a student." --plot-attention attention.png
+    python -m hf_rnn.translate --model outputs/synthetic-en-ko "I am a student."
+    python -m hf_rnn.translate --model DIR --file sentences.txt --output out.txt --num-beams 5
+    echo "I am a student." | python -m hf_rnn.translate --model DIR --file -
+    python -m hf_rnn.translate --model DIR "I am a student." --plot-attention attention.png
+
+Input is taken as written: each line of `--file` (`-` for stdin) is one sentence whatever its line ending (LF, CRLF
+or CR; no other character ends a line), read as UTF-8, and an empty or blank line gives an empty line without
+calling the model. The output has exactly one line per sentence, in input order (a line break inside a translation
+is written as a space), and nothing limits its length but the model's generation config and `--max-new-tokens`.
+
+Errors are one line on stderr: status 2 for bad arguments, 1 for input that cannot be read, output that cannot be
+written (a closed stdout included, before or during the run) or a model that cannot be loaded. SIGINT and SIGTERM
+end the process by that signal (status 128 + signal number), without a traceback.
 """
 
 import argparse
+import codecs
+import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-import hf_rnn  # noqa: F401  (registers the model classes)
+from .heatmap import attention_heatmap
+from .translator import TranslationPipeline
 
-# Fonts that can draw Hangul and Latin labels; the first one found is used for the heatmap.
-FONT_CANDIDATES = (
-    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
-    "/usr/share/fonts/truetype/noto/NotoSansCJK-Regular.ttc",
-    "/usr/share/fonts/truetype/nanum/NanumGothic.ttf",
-    "/usr/share/fonts/truetype/unfonts-core/UnDotum.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-)
+PROG = "python -m hf_rnn.translate"
+# Sentences are sorted by length within windows of this many batches: little padding, output still streams.
+WINDOW_BATCHES = 32
+
+
+class CLIError(Exception):
+    """A problem the user can fix, reported as one line."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived (a BaseException, so no `except Exception` on the way swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m hf_rnn.translate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("sentences", nargs="*", help="Sentences to translate.")
     parser.add_argument("--model", required=True, help="Saved model folder or Hub id.")
+    parser.add_argument("--tokenizer", help="Tokenizer folder or Hub id (default: the model's).")
     parser.add_argument("--file", help="Read one sentence per line from this file ('-' for stdin).")
     parser.add_argument("--output", help="Write translations here (default: stdout).")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -47,93 +67,143 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def read_sentences(args: argparse.Namespace) -> list[str]:
-    sentences = list(args.sentences)
-    if args.file:
-        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115  (stdin must not be closed by us)
-        with stream:
-            sentences.extend(line.rstrip("\n") for line in stream)
+def read_sentences(path: str) -> list[str]:
+    """The lines of `path` (`-`: stdin) as sentences: LF, CRLF and CR end a line; a UTF-8 BOM is dropped."""
+    name = "standard input" if path == "-" else path
+    try:
+        if path != "-":
+            data = Path(path).read_bytes()
+        elif sys.stdin is None:
+            raise CLIError("standard input is closed: give sentences as arguments or --file PATH")
+        else:
+            data = sys.stdin.buffer.read()
+    except OSError as error:
+        raise CLIError(f"cannot read {name}: {error.strerror or error}") from error
+    # bytes.splitlines() ends lines at exactly LF, CRLF and CR (str.splitlines would also split at U+2028, ...).
+    lines = data.removeprefix(codecs.BOM_UTF8).splitlines()
+    sentences = []
+    for number, line in enumerate(lines, 1):
+        try:
+            sentences.append(line.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise CLIError(f"{name}, line {number}, byte {error.start + 1}: not UTF-8 text") from error
     return sentences
 
 
-def translate(model, tokenizer, sentences: list[str], batch_size: int, **generate_kwargs) -> Iterator[str]:
-    """Batches are sorted by length so little time goes into padding; results come back in input order."""
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-    results: dict[int, str] = {}
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
-        texts = [sentences[i] if sentences[i].strip() else "" for i in indices]
-        inputs = tokenizer(texts, return_tensors="pt", padding=True).to(model.device)
-        with torch.inference_mode():
-            output = model.generate(**inputs, **generate_kwargs)
-        for index, text in zip(indices, tokenizer.batch_decode(output, skip_special_tokens=True)):
-            results[index] = text
-    return (results[i] for i in range(len(sentences)))
+def translate_in_batches(
+    translator: TranslationPipeline, sentences: list[str], batch_size: int, **generate_kwargs
+) -> Iterator[str]:
+    """Translations in input order; each `generate()` call gets sentences of similar length, so little is padding."""
+    window = batch_size * WINDOW_BATCHES
+    for start in range(0, len(sentences), window):
+        chunk = sentences[start : start + window]
+        order = sorted(range(len(chunk)), key=lambda i: len(chunk[i]))
+        translations = [""] * len(chunk)
+        for first in range(0, len(order), batch_size):
+            indices = order[first : first + batch_size]
+            outputs = translator([chunk[i] for i in indices], batch_size=len(indices), **generate_kwargs)
+            for index, output in zip(indices, outputs):
+                translations[index] = output["translation_text"]
+        yield from translations
 
 
-def attention_heatmap(model, tokenizer, sentence: str, path: str, **generate_kwargs) -> None:
-    """Greedy-translate one sentence, then draw which source tokens each output token attended to."""
-    inputs = tokenizer(sentence, return_tensors="pt").to(model.device)
-    with torch.inference_mode():
-        output = model.generate(**inputs, **{**generate_kwargs, "num_beams": 1})
-        attention = model(**inputs, decoder_input_ids=output[:, :-1], output_attentions=True).cross_attentions
-    if attention is None:
-        raise ValueError("This model has no attention (attention_type='none'): nothing to plot.")
-    weights = attention[0][0, 0].float().cpu()  # (target, source)
-    source_tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
-    target_tokens = tokenizer.convert_ids_to_tokens(output[0, 1:])
-    draw_heatmap(weights, source_tokens, target_tokens, path)
+def load_translator(args: argparse.Namespace) -> TranslationPipeline:
+    tokenizer_name = args.tokenizer or args.model
+    folder = Path(tokenizer_name)
+    if folder.is_dir() and not any((folder / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise CLIError(
+            f"{tokenizer_name} has no tokenizer files (tokenizer.json, tokenizer_config.json): save the model's "
+            "tokenizer next to it (tokenizer.save_pretrained) or give --tokenizer"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, trust_remote_code=args.trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise CLIError(f"cannot load the tokenizer of {tokenizer_name}: {_first_line(error)}") from error
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise CLIError(f"cannot load the model {args.model}: {_first_line(error)}") from error
+    return TranslationPipeline(model=model.eval(), tokenizer=tokenizer, device=args.device)
 
 
-def draw_heatmap(weights: torch.Tensor, source_tokens: list[str], target_tokens: list[str], path: str) -> None:
-    cell, font = 28, _font(14)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    left = 10 + max(probe.textlength(t, font=font) for t in target_tokens)
-    top = 10 + max(probe.textlength(t, font=font) for t in source_tokens)
-    width, height = int(left + cell * len(source_tokens) + 10), int(top + cell * len(target_tokens) + 10)
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    for row, target in enumerate(target_tokens):
-        draw.text((5, top + row * cell + 6), target, fill="black", font=font)
-        for column in range(len(source_tokens)):
-            shade = int(255 * (1 - float(weights[row, column])))
-            x, y = left + column * cell, top + row * cell
-            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(shade, shade, 255))
-    for column, source in enumerate(source_tokens):
-        label = Image.new("RGBA", (int(top), cell), (255, 255, 255, 0))
-        ImageDraw.Draw(label).text((5, 6), source, fill="black", font=font)
-        rotated = label.rotate(90, expand=True)
-        image.paste(rotated, (int(left + column * cell), 0), rotated)
-    image.save(path)
+class Output:
+    """Lines to --output or stdout as UTF-8 with LF endings, whatever the locale; write failures become CLIError."""
+
+    def __init__(self, path: str | None):
+        self.name = path or "standard output"
+        if path is None and sys.stdout is None:
+            raise CLIError("standard output is closed: nowhere to write the translations (use --output FILE)")
+        try:
+            self.stream = open(path, "wb") if path else sys.stdout.buffer  # noqa: SIM115  (closed in close())
+        except OSError as error:
+            raise CLIError(f"cannot write {path}: {error.strerror or error}") from error
+        self.written = 0
+
+    def write_line(self, text: str) -> None:
+        line = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+        try:
+            self.stream.write(line.encode("utf-8") + b"\n")
+            self.stream.flush()
+        except OSError as error:
+            self._abandon()
+            raise CLIError(
+                f"cannot write to {self.name} after {self.written} translation(s): {error.strerror or error}"
+            ) from error
+        self.written += 1
+
+    def close(self) -> None:
+        if self.stream is not sys.stdout.buffer:
+            self.stream.close()
+
+    def _abandon(self) -> None:
+        if self.name == "standard output":
+            # Python flushes stdout at exit; on a closed pipe that would print a second error.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    for candidate in FONT_CANDIDATES:
-        if Path(candidate).exists():
-            return ImageFont.truetype(candidate, size)
-    return ImageFont.load_default(size)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-    model = AutoModelForSeq2SeqLM.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-    model.to(args.device).eval()
+def run(args: argparse.Namespace) -> None:
+    output = Output(args.output)
+    sentences = list(args.sentences) + (read_sentences(args.file) if args.file else [])
+    translator = load_translator(args)
     generate_kwargs = {"num_beams": args.num_beams}
     if args.max_new_tokens is not None:
         generate_kwargs["max_new_tokens"] = args.max_new_tokens
-    sentences = read_sentences(args)
-    output = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
-        for translation in translate(model, tokenizer, sentences, args.batch_size, **generate_kwargs):
-            print(translation, file=output, flush=output is sys.stdout)
+        for translation in translate_in_batches(translator, sentences, args.batch_size, **generate_kwargs):
+            output.write_line(translation)
     finally:
-        if output is not sys.stdout:
-            output.close()
-    if args.plot_attention and sentences:
-        attention_heatmap(model, tokenizer, sentences[0], args.plot_attention, **generate_kwargs)
+        output.close()
+    if args.plot_attention:
+        sentence = next((s for s in sentences if s.strip()), None)
+        if sentence is None:
+            raise CLIError("--plot-attention: every sentence is blank, nothing to plot")
+        attention_heatmap(translator.model, translator.tokenizer, sentence, args.plot_attention, **generate_kwargs)
         print(f"Attention heatmap saved to {args.plot_attention}", file=sys.stderr)
 
 
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+    try:
+        run(args)
+    except CLIError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+    except Interrupted as interrupt:
+        # Die by the signal itself, so the parent sees what ended us (status 128 + signal number).
+        signal.signal(interrupt.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), interrupt.signum)
+    return 0
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise Interrupted(signum)
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Tests for LSTMCaptionerImageProcessor and load_image."""
+"""The captioner's image processor (conversions, errors, remote code) and the datasets' image loader."""
 
 from __future__ import annotations
 
@@ -14,10 +14,8 @@ from PIL import Image
 from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_base import BatchFeature
 
-from hf_rnn.captioner.image_processing_lstm_captioner import (
-    LSTMCaptionerImageProcessor,
-    load_image,
-)
+from hf_rnn.captioner.image_processing_lstm_captioner import LSTMCaptionerImageProcessor, to_rgb_image
+from hf_rnn.data.images import load_image
 
 
 @pytest.fixture(scope="module")
@@ -142,17 +140,17 @@ def test_transparent_pixels_become_white(proc):
     arr = np.zeros((8, 8, 4), dtype=np.uint8)
     arr[..., 0] = 200  # red, but fully transparent
     rgba = Image.fromarray(arr, "RGBA")
-    assert np.all(np.asarray(load_image(rgba)) == 255)
+    assert np.all(np.asarray(to_rgb_image(rgba)) == 255)
     pv = _pv(proc, rgba)
     np.testing.assert_allclose(pv.numpy(), 1.0, atol=1e-6)  # white -> (1 - 0.5) / 0.5
     # palette image whose transparent index is red
     p_img = Image.new("P", (8, 8), 0)
     p_img.putpalette([255, 0, 0] + [0, 0, 0] * 255)
     p_img.info["transparency"] = 0
-    assert np.all(np.asarray(load_image(p_img)) == 255)
+    assert np.all(np.asarray(to_rgb_image(p_img)) == 255)
     # LA with transparent black
     la = Image.fromarray(np.zeros((8, 8, 2), dtype=np.uint8), "LA")
-    assert np.all(np.asarray(load_image(la)) == 255)
+    assert np.all(np.asarray(to_rgb_image(la)) == 255)
 
 
 def test_tiny_and_huge_images(proc):
@@ -273,10 +271,33 @@ def test_module_is_self_contained():
     import hf_rnn.captioner.image_processing_lstm_captioner as mod
 
     src = Path(mod.__file__).read_text(encoding="utf-8")
-    assert "hf_rnn" not in src  # no absolute package imports: the file is shipped as remote code
+    # No package imports (only "# Copied from hf_rnn..." marks may name it): the file is shipped as remote code.
     for line in src.splitlines():
         stripped = line.strip()
         if stripped.startswith(("import ", "from ")):
             root = stripped.split()[1].split(".")[0]
             assert root in {"__future__", "contextlib", "os", "typing", "numpy", "PIL", "torch", "transformers"}, line
     assert os.path.basename(mod.__file__) == "image_processing_lstm_captioner.py"
+
+
+@pytest.mark.parametrize(
+    "mode,ext", [("RGBA", "png"), ("LA", "png"), ("I;16", "png"), ("P", "gif"), ("CMYK", "jpg"), ("L", "tiff")]
+)
+def test_dataset_loader_keeps_the_stored_mode_and_the_processor_converts(proc, rgb_image, tmp_path, mode, ext):
+    """Training reads files with `hf_rnn.data.images.load_image`, inference gives the processor a path: one pixel
+    path for both, whatever the file holds."""
+    path = tmp_path / f"image.{ext}"
+    _mode_images(rgb_image)[mode].save(path)
+    loaded = load_image(path)
+    with Image.open(path) as stored:
+        assert loaded.mode == stored.mode
+    assert torch.equal(_pv(proc, loaded), _pv(proc, path))
+    assert torch.equal(_pv(proc, loaded), _pv(proc, to_rgb_image(loaded)))
+
+
+def test_dataset_loader_names_an_opened_image_that_fails_to_decode(tmp_path):
+    path = _truncated(tmp_path, "PNG", "png")
+    opened = Image.open(io.BytesIO(path.read_bytes()))
+    opened.filename = "from-a-dataset.png"
+    with pytest.raises(ValueError, match="Could not read image 'from-a-dataset.png'"):
+        load_image(opened)

@@ -54,6 +54,15 @@ def test_size_changes_resolution_not_content():
     assert kw == render_landscape(11)[1]
 
 
+@pytest.mark.parametrize("size", [16, 17, 24, 31, 37, 48, 63])
+def test_every_size_from_16_renders_its_seed_s_scene(size):
+    """Below 64 pixels a grid unit can round to zero pixels (stars used to become inverted boxes and crash)."""
+    for seed in range(40):
+        img, kw = render_landscape(seed, size=size)
+        assert img.size == (size, size)
+        assert kw == render_landscape(seed)[1]
+
+
 def test_keywords_canonical_and_consistent(scenes):
     index = {k: i for i, k in enumerate(KEYWORDS)}
     seen = set()

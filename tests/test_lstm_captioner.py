@@ -362,7 +362,7 @@ def test_save_writes_code_and_auto_maps_and_round_trips(saved, processor, scenes
         assert torch.equal(loaded.generate(pixel_values=inputs["pixel_values"], num_beams=3), expected)
 
 
-def test_pipeline_returns_the_keywords_in_process(saved, processor, scenes, tolerate_alias_warning_bug):
+def test_pipeline_returns_the_keywords_in_process(saved, processor, scenes):
     folder, model = saved
     images, _ = scenes
     with torch.no_grad():

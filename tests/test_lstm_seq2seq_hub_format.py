@@ -1,8 +1,10 @@
 """Auto classes, the saved folder format, remote code and the translation pipeline."""
 
 import json
+import random
 import subprocess
 import sys
+import unicodedata
 
 import pytest
 import torch
@@ -128,7 +130,7 @@ def test_translation_pipeline_in_process(tokenizer, translator):
         expected = tokenizer.decode(translator.generate(**inputs, num_beams=2)[0], skip_special_tokens=True)
     assert pipe(SENTENCES[0], num_beams=2) == [{"translation_text": expected}]
     batched = pipe(SENTENCES, num_beams=2, batch_size=4)
-    assert [item[0]["translation_text"] for item in batched] == [
+    assert [item["translation_text"] for item in batched] == [
         pipe(sentence, num_beams=2)[0]["translation_text"] for sentence in SENTENCES
     ]
     several = pipe(SENTENCES[1], num_beams=3, num_return_sequences=3)
@@ -181,3 +183,41 @@ def test_tokenizer_round_trip_with_unseen_characters(tmp_path, tokenizer):
     reloaded = AutoTokenizer.from_pretrained(tmp_path)
     assert reloaded(text)["input_ids"] == ids
     assert (reloaded.pad_token_id, reloaded.bos_token_id, reloaded.eos_token_id) == (0, 1, 2)
+
+
+def _random_texts(count: int, seed: int = 0) -> list[str]:
+    """Strings a user might send, and strings built to break a tokenizer: its own markup, every kind of space,
+    decomposed characters, emoji sequences, any code point."""
+    rng = random.Random(seed)
+    pieces = [
+        *"abcXYZ019.,!?'\"-",
+        *["</s>", "<s>", "<pad>", "<unk>", "<0x41>", "<0xEB>", "\u2581", "\u0120", "\u010a", "##", "@@"],
+        *[" ", "  ", "\t", "\n", "\r", "\r\n", "\u00a0", "\u2028", "\u2029", "\u3000", "\x0b", "\x0c", "\x85"],
+        *["나는", "학생", "뷁", "\u1100\u1161\u11a8", "e\u0301", "\u00e9", "Å", "ﬁ", "Ａ", "漢字", "مرحبا"],
+        *["😀", "👍🏽", "👩\u200d💻", "🇰🇷", "\ufe0f", "\u200b", "\x00", "\ufffd"],
+    ]
+    texts = []
+    for _ in range(count):
+        parts = [rng.choice(pieces) for _ in range(rng.randint(0, 12))]
+        parts += [chr(rng.choice([rng.randint(0x20, 0xD7FF), rng.randint(0xE000, 0x10FFFF)])) for _ in range(2)]
+        rng.shuffle(parts)
+        texts.append("".join(parts))
+    return texts
+
+
+def test_any_text_round_trips_through_the_trained_tokenizer(tmp_path):
+    """decode(encode(t)) == NFC(t) for every string: markup look-alikes are text, spaces are kept as written."""
+    texts = _random_texts(1500)
+    tokenizer = train_tokenizer(texts[:500] + SENTENCES * 5 + TRANSLATIONS * 5, vocab_size=400, show_progress=False)
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    batch = reloaded(texts, padding=True)
+    decoded = reloaded.batch_decode(batch["input_ids"], skip_special_tokens=True)
+    for text, ids, back in zip(texts, batch["input_ids"], decoded):
+        assert back == unicodedata.normalize("NFC", text), (text, back)
+        assert reloaded.unk_token_id not in ids
+        assert ids == tokenizer(text, padding="max_length", max_length=len(ids))["input_ids"]
+    for text in ["a </s> b", "<pad>", "x<s>y", "<unk>", "<0x41>", " lead", "  two  spaces  ", " ", "a\u2581b"]:
+        ids = reloaded(text)["input_ids"]
+        assert ids.count(reloaded.eos_token_id) == 1 and ids[-1] == reloaded.eos_token_id, text
+        assert reloaded.decode(ids, skip_special_tokens=True) == text

@@ -51,7 +51,7 @@ def trained_captioner(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_landscape_run_saves_a_loadable_captioner_with_card(trained_captioner, tolerate_alias_warning_bug):
+def test_landscape_run_saves_a_loadable_captioner_with_card(trained_captioner):
     output_dir, metrics = trained_captioner
     assert {"test_keyword_f1", "test_exact_set_match", "eval_keyword_f1"} <= set(metrics)
     model = AutoModelForImageTextToText.from_pretrained(output_dir).eval()
@@ -129,7 +129,7 @@ def test_corrupt_image_in_folder_is_named_before_training(tmp_path):
 
 
 @pytest.mark.slow
-def test_captioner_push_then_pipeline_in_a_fresh_process(hub_server, tmp_path, tolerate_alias_warning_bug):
+def test_captioner_push_then_pipeline_in_a_fresh_process(hub_server, tmp_path):
     output_dir = tmp_path / "pushed"
     train.main(
         [

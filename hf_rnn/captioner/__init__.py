@@ -1,7 +1,7 @@
 """The LSTM image-to-keywords captioner (model_type `lstm_captioner`)."""
 
 from .configuration_lstm_captioner import LSTMCaptionerConfig
-from .image_processing_lstm_captioner import LSTMCaptionerImageProcessor, load_image
+from .image_processing_lstm_captioner import LSTMCaptionerImageProcessor
 from .modeling_lstm_captioner import (
     LSTMCaptionerCache,
     LSTMCaptionerEncoderOutput,
@@ -9,6 +9,7 @@ from .modeling_lstm_captioner import (
     LSTMCaptionerModel,
     LSTMCaptionerPreTrainedModel,
 )
+from .pipeline_lstm_captioner import LSTMCaptionerPipeline
 from .processing_lstm_captioner import LSTMCaptionerProcessor, build_keyword_tokenizer, normalize_keyword
 
 __all__ = [
@@ -18,9 +19,9 @@ __all__ = [
     "LSTMCaptionerForConditionalGeneration",
     "LSTMCaptionerImageProcessor",
     "LSTMCaptionerModel",
+    "LSTMCaptionerPipeline",
     "LSTMCaptionerPreTrainedModel",
     "LSTMCaptionerProcessor",
     "build_keyword_tokenizer",
-    "load_image",
     "normalize_keyword",
 ]

@@ -3,16 +3,15 @@
 Self-contained (transformers and tokenizers only) so `save_pretrained` can copy it next to a
 checkpoint as remote code.
 
-With the image-text-to-text pipeline (`"image-to-text"` is its alias in transformers 5)::
+With the image-text-to-text pipeline (`"image-to-text"` is its alias; `pipeline_lstm_captioner.py`)::
 
-    pipe = pipeline("image-to-text", model=folder)  # + trust_remote_code=True without hf_rnn
-    pipe(images=image, text="")  # [{"input_text": "", "generated_text": "evening, warm, sun"}]
+    captioner = pipeline("image-text-to-text", model=folder)  # + trust_remote_code=True without hf_rnn
+    captioner("scene.png")  # [{"input_text": "", "generated_text": "evening, warm, sun"}]
 
-`text` is required by the pipeline; `""` asks for keywords from scratch, while e.g.
-`text="evening"` makes the decoder continue after that keyword. The pipeline calls
-`processor(images=..., text=..., return_tensors="pt")` — which returns `pixel_values` and the
-decoder prompt as `input_ids` (`<s>` + prompt keywords, no attention mask: `generate()` would
-take it for an encoder mask) — and decodes with `post_process_image_text_to_text`.
+`text` is optional: none (or `""`) asks for keywords from scratch, while e.g. `text="evening"` makes the decoder
+continue after that keyword. The pipeline calls `processor(images=..., text=..., return_tensors="pt")` — which
+returns `pixel_values` and the decoder prompt as `input_ids` (`<s>` + prompt keywords, no attention mask:
+`generate()` would take it for an encoder mask) — and decodes with `post_process_image_text_to_text`.
 """
 
 from typing import Any

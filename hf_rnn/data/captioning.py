@@ -13,7 +13,7 @@ from pathlib import Path
 from datasets import DatasetDict, Image, load_dataset
 from PIL import Image as PILImage
 
-from ..captioner.image_processing_lstm_captioner import load_image
+from .images import load_image
 from .landscapes import build_landscape_dataset
 
 logger = logging.getLogger(__name__)

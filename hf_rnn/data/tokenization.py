@@ -1,13 +1,20 @@
-"""Train a joint source+target subword tokenizer with byte fallback.
+"""Train a joint source+target byte-level BPE tokenizer whose decoding gives the text back.
 
-Why byte fallback: a translator trained on a small corpus still meets characters it never
-saw (a rare Hangul syllable, an emoji, a hanja). With the 256 byte pieces `<0x00>`..`<0xFF>`
-in the vocabulary such characters are spelled in bytes instead of becoming `<unk>`, and
-decoding gives the text back exactly. The result is a plain `PreTrainedTokenizerFast`
-folder that `AutoTokenizer.from_pretrained` loads without custom code.
+Text is read as written. The tokenizer works on the UTF-8 bytes of the text (GPT-2's byte-level BPE: every byte
+is in the vocabulary, so there is no `<unk>` for a rare Hangul syllable, an emoji or a hanja), and each byte maps to
+exactly one vocabulary symbol, so nothing in a sentence can collide with the tokenizer's own markup:
+
+* spaces are kept as written: leading, trailing, repeated, tabs, newlines;
+* a string that looks like a control token (`"</s>"`, `"<pad>"`, `"<0x41>"`) is text: only the post-processor
+  adds `</s>`, and special tokens are never matched inside a sentence (`split_special_tokens=True`);
+* the one normalisation is Unicode NFC (canonical composition): `"e\\u0301"` and `"é"`, or a decomposed and a
+  composed Hangul syllable, are the same text and get the same ids. So for any string `t`,
+  `decode(encode(t), skip_special_tokens=True) == unicodedata.normalize("NFC", t)` — `t` itself when it is NFC,
+  as text typed or stored on almost every system is.
+
+The result is a plain `PreTrainedTokenizerFast` folder that `AutoTokenizer.from_pretrained` loads without custom code.
 """
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
@@ -15,14 +22,9 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+BYTE_ALPHABET = pre_tokenizers.ByteLevel.alphabet()
+# Byte fallback pieces of the character-level tokenizer: a character it has no token for is spelled in bytes.
 BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]
-
-
-def _pre_tokenized_pipeline(tokenizer: Tokenizer) -> Tokenizer:
-    # NFC only: NFKC would rewrite full-width and compatibility characters, breaking exact round trips.
-    tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    return tokenizer
 
 
 def train_tokenizer(
@@ -30,41 +32,38 @@ def train_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """Learn BPE merges on `texts` (source and target sentences together: one joint vocabulary).
 
-    Ids are fixed as `<pad>`=0, `<s>`=1, `</s>`=2, `<unk>`=3 to match `LSTMSeq2SeqConfig`'s
-    defaults; every encoded sequence ends with `</s>` so the model learns where to stop.
+    Ids are fixed as `<pad>`=0, `<s>`=1, `</s>`=2, `<unk>`=3 (never produced) to match `LSTMSeq2SeqConfig`'s
+    defaults, then the 256 byte symbols, then the merges; every encoded sequence ends with `</s>` so the model
+    learns where to stop.
     """
-    reserved = len(SPECIAL_TOKENS) + len(BYTE_TOKENS)
+    reserved = len(SPECIAL_TOKENS) + len(BYTE_ALPHABET)
     if vocab_size <= reserved:
         raise ValueError(
-            f"`vocab_size` must exceed {reserved} (4 special tokens + 256 byte pieces), got {vocab_size}."
+            f"`vocab_size` must exceed {reserved} (4 special tokens + 256 byte symbols), got {vocab_size}."
         )
-
-    draft = _pre_tokenized_pipeline(Tokenizer(models.BPE(unk_token="<unk>")))
+    tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tokenizer.normalizer = normalizers.NFC()
+    # No prefix space: a leading space is text like any other, and the decoder must not invent or drop one.
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - reserved,
+        vocab_size=vocab_size,
         min_frequency=min_frequency,
         show_progress=show_progress,
-        special_tokens=[],
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=BYTE_ALPHABET,
     )
-    draft.train_from_iterator(_non_empty(texts), trainer=trainer)
-    learned, merges = _vocab_and_merges(draft)
-
-    vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS.values(), *BYTE_TOKENS])}
-    for token in sorted(learned, key=learned.get):
-        vocab.setdefault(token, len(vocab))
-
-    tokenizer = _pre_tokenized_pipeline(
-        Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True))
-    )
-    tokenizer.decoder = decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
-    )
-    tokenizer.add_special_tokens(list(SPECIAL_TOKENS.values()))
+    tokenizer.train_from_iterator(_non_empty(texts), trainer=trainer)
+    eos = SPECIAL_TOKENS["eos_token"]
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", vocab["</s>"])]
+        single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, tokenizer.token_to_id(eos))]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, model_input_names=["input_ids", "attention_mask"], **SPECIAL_TOKENS
+        tokenizer_object=tokenizer,
+        model_input_names=["input_ids", "attention_mask"],
+        split_special_tokens=True,
+        clean_up_tokenization_spaces=False,
+        **SPECIAL_TOKENS,
     )
 
 
@@ -72,16 +71,6 @@ def _non_empty(texts: Iterable[str]) -> Iterator[str]:
     for text in texts:
         if text and text.strip():
             yield text
-
-
-def _vocab_and_merges(tokenizer: Tokenizer) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """The trained BPE tables, read back from the serialised model (the Python API does not expose merges)."""
-    model = json.loads(tokenizer.to_str())["model"]
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return model["vocab"], merges
-
-
-__all__ = ["train_tokenizer", "SPECIAL_TOKENS"]
 
 
 def train_char_tokenizer(
@@ -128,4 +117,4 @@ def train_char_tokenizer(
     )
 
 
-__all__ += ["train_char_tokenizer"]
+__all__ = ["BYTE_ALPHABET", "BYTE_TOKENS", "SPECIAL_TOKENS", "train_char_tokenizer", "train_tokenizer"]

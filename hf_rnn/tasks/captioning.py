@@ -24,6 +24,7 @@ from ..captioner import (
     build_keyword_tokenizer,
     normalize_keyword,
 )
+from ..captioner.image_processing_lstm_captioner import to_rgb_image
 from ..data.captioning import LANDSCAPES, check_images, check_keywords, decode_image, load_captioning_data
 from ..data.files import DataFileError, iter_rows
 from .base import CardDetails, Task
@@ -168,7 +169,7 @@ class CaptioningTask(Task):
     def save_extras(self, model, processor, output_dir: Path, examples: Dataset) -> None:
         processor.save_pretrained(output_dir)
         if len(examples):
-            decode_image(examples[0]["image"]).save(output_dir / "example.png")
+            to_rgb_image(decode_image(examples[0]["image"])).save(output_dir / "example.png")  # PNG has no CMYK
 
     def card_details(self, model, dataset_description: str, examples: Dataset) -> CardDetails:
         config = model.config

@@ -249,8 +249,7 @@ class TranslationTask(Task):
         outputs = translator(list(rows["source"]), num_beams=5, batch_size=len(rows))
         print("\nExample translations (source → output | reference):")
         for row, output in zip(rows, outputs):
-            text = output["translation_text"] if isinstance(output, dict) else output[0]["translation_text"]
-            print(f"  {row['source']}  →  {text}  |  {row['target']}")
+            print(f"  {row['source']}  →  {output['translation_text']}  |  {row['target']}")
 
 
 __all__ = ["SYNTHETIC_EN_KO", "TranslationArguments", "TranslationTask"]
