@@ -205,8 +205,8 @@ def test_rows_are_kept_when_generate_returns_per_row_scores():
     assert all(torch.equal(a, b) for a, b in zip(ours.scores, stock.scores))
 
 
-def rescore(model, source, mask, sequence: torch.Tensor) -> tuple[float, int]:
-    """Sum of log-probabilities of `sequence` (start token first) under a teacher-forced pass, and its length."""
+def token_log_probs(model, source, sequence: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each token of `sequence` (start token first, up to `</s>`) under a teacher-forced pass."""
     tokens = sequence[1:]
     pad, eos = model.config.pad_token_id, model.config.eos_token_id
     if (tokens == eos).any():
@@ -214,9 +214,14 @@ def rescore(model, source, mask, sequence: torch.Tensor) -> tuple[float, int]:
     else:
         tokens = tokens[tokens != pad] if (tokens == pad).any() else tokens
     decoder_input = torch.cat([sequence[:1], tokens[:-1]]).unsqueeze(0)
-    logits = model(input_ids=source, attention_mask=mask, decoder_input_ids=decoder_input).logits[0]
-    log_probs = torch.log_softmax(logits, dim=-1)
-    return log_probs.gather(1, tokens.unsqueeze(1)).sum().item(), tokens.shape[0]
+    logits = model(input_ids=source, decoder_input_ids=decoder_input).logits[0]
+    return torch.log_softmax(logits, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
+
+
+def rescore(model, source, sequence: torch.Tensor) -> tuple[float, int]:
+    """Sum of log-probabilities of `sequence` (start token first) under a teacher-forced pass, and its length."""
+    steps = token_log_probs(model, source, sequence)
+    return steps.sum().item(), steps.shape[0]
 
 
 @pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0])
@@ -240,12 +245,38 @@ def test_beam_scores_equal_teacher_forced_rescore(length_penalty, input_feeding)
         for index, sequence in enumerate(out.sequences):
             row = index // 3
             length = int(mask[row].sum())
-            log_prob, n_tokens = rescore(model, source[row : row + 1, :length], None, sequence)
+            log_prob, n_tokens = rescore(model, source[row : row + 1, :length], sequence)
             expected = log_prob / (n_tokens**length_penalty)
             assert out.sequences_scores[index].item() == pytest.approx(expected, abs=1e-4), index
     # Hypotheses come out best first.
     scores = out.sequences_scores.view(3, 3)
     assert (scores[:, :-1] >= scores[:, 1:] - 1e-6).all()
+
+
+def test_transition_scores_of_beams_are_target_log_probabilities():
+    """`compute_transition_scores` on beam output, with a target vocabulary narrower than the source one: each
+    step's score is the teacher-forced log-probability of the chosen token, and they add up to the beam's score."""
+    model = tiny_model(seed=6)
+    assert model.config.decoder_vocab_size < model.config.vocab_size
+    source, mask = random_batch([6, 2, 4], model.config.vocab_size, seed=7)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=source,
+            attention_mask=mask,
+            num_beams=4,
+            num_return_sequences=2,
+            length_penalty=0.0,
+            max_new_tokens=9,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        transition = model.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
+        for index, sequence in enumerate(out.sequences):
+            row = index // 2
+            length = int(mask[row].sum())
+            steps = token_log_probs(model, source[row : row + 1, :length], sequence)
+            torch.testing.assert_close(transition[index, : len(steps)], steps, atol=1e-4, rtol=0)
+    torch.testing.assert_close(transition.sum(-1), out.sequences_scores, atol=1e-4, rtol=0)
 
 
 def test_beam_scores_detect_a_broken_reorder(monkeypatch):
@@ -268,7 +299,7 @@ def test_beam_scores_detect_a_broken_reorder(monkeypatch):
         mismatches = 0
         for index, sequence in enumerate(out.sequences):
             row = index // 3
-            log_prob, n_tokens = rescore(model, source[row : row + 1, : int(mask[row].sum())], None, sequence)
+            log_prob, n_tokens = rescore(model, source[row : row + 1, : int(mask[row].sum())], sequence)
             mismatches += abs(out.sequences_scores[index].item() - log_prob / n_tokens) > 1e-4
     assert mismatches > 0
 

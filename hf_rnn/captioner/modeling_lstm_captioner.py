@@ -262,7 +262,13 @@ class LSTMCaptionerPreTrainedModel(PreTrainedModel):
             init.zeros_(module.running_mean)
             init.ones_(module.running_var)
             init.zeros_(module.num_batches_tracked)
-        elif isinstance(module, (nn.Linear, nn.LSTMCell)):
+        elif isinstance(module, nn.Linear):
+            # A tied output layer takes the embedding's values: drawing its weight anyway would shift its bias's draws.
+            if not (self.config.tie_word_embeddings and module is self.get_output_embeddings()):
+                init.uniform_(module.weight, -r, r)
+            if module.bias is not None:
+                init.uniform_(module.bias, -r, r)
+        elif isinstance(module, nn.LSTMCell):
             for parameter in module.parameters(recurse=False):
                 init.uniform_(parameter, -r, r)
         elif isinstance(module, nn.Embedding):

@@ -500,7 +500,9 @@ class LSTMSeq2SeqPreTrainedModel(PreTrainedModel):
             for parameter in module.parameters():
                 init.uniform_(parameter, -r, r)
         elif isinstance(module, nn.Linear):
-            init.uniform_(module.weight, -r, r)
+            # A tied output layer takes the embedding's values: drawing its weight anyway would shift its bias's draws.
+            if not (self.config.tie_word_embeddings and module is self.get_output_embeddings()):
+                init.uniform_(module.weight, -r, r)
             if module.bias is not None:
                 init.uniform_(module.bias, -r, r)
         elif isinstance(module, nn.Embedding):
@@ -525,11 +527,11 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
 
     def __init__(self, config: LSTMSeq2SeqConfig):
         super().__init__(config)
+        # Two modules even when shared: transformers ties the *parameters* (`share_embeddings` below), and one
+        # module under two names would hide a shared matrix missing from a checkpoint from its loading report.
         source_embeddings = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
-        target_embeddings = (
-            source_embeddings
-            if config.share_embeddings
-            else nn.Embedding(config.decoder_vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
+        target_embeddings = nn.Embedding(
+            config.decoder_vocab_size, config.embedding_size, padding_idx=config.pad_token_id
         )
         self.encoder = LSTMSeq2SeqEncoder(config, source_embeddings)
         self.decoder = LSTMSeq2SeqDecoder(config, target_embeddings)
@@ -539,9 +541,9 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
 
     def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
         # transformers ties only under `tie_word_embeddings`; sharing source/target embeddings is its own switch.
-        if self.config.share_embeddings and not all_submodels:
-            return dict(self._tied_weights_keys)
-        return super().get_expanded_tied_weights_keys(all_submodels=all_submodels)
+        if all_submodels:
+            return super().get_expanded_tied_weights_keys(all_submodels=True)
+        return dict(self._tied_weights_keys) if self.config.share_embeddings else {}
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.encoder.embed_tokens
@@ -549,7 +551,7 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.encoder.embed_tokens = value
         if self.config.share_embeddings:
-            self.decoder.embed_tokens = value
+            self.decoder.embed_tokens.weight = value.weight
 
     def get_encoder(self, modality: str | None = None) -> LSTMSeq2SeqEncoder:
         return self.encoder
@@ -611,13 +613,17 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
 class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, GenerationMixin):
     """The translator: `LSTMSeq2SeqModel` plus the softmax layer, trainable with `labels`, usable with `generate()`."""
 
-    _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
+    _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}  # with `tie_word_embeddings`
     _ended_rows: EndedRows | None = None  # set by generate() while it runs, when finished sentences may be dropped
 
     def __init__(self, config: LSTMSeq2SeqConfig):
         super().__init__(config)
         self.model = LSTMSeq2SeqModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.decoder_vocab_size)
+        if config.share_embeddings:
+            # Every parameter tied to one matrix must name the same source (transformers follows no chains): with
+            # shared embeddings that is the encoder's, the one a checkpoint holds.
+            self._tied_weights_keys = {"lm_head.weight": "model.encoder.embed_tokens.weight"}
         self.post_init()
 
     def get_encoder(self, modality: str | None = None) -> LSTMSeq2SeqEncoder:
@@ -651,6 +657,25 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
             return super().generate(*args, **kwargs)
         finally:
             self._ended_rows = None
+
+    def compute_transition_scores(
+        self,
+        sequences: torch.Tensor,
+        scores: tuple[torch.Tensor, ...],
+        beam_indices: torch.Tensor | None = None,
+        normalize_logits: bool = False,
+    ) -> torch.Tensor:
+        """`GenerationMixin.compute_transition_scores`, reading the scores' width from the target vocabulary.
+
+        transformers takes it from `config.vocab_size`, which is the *source* vocabulary here: with
+        `decoder_vocab_size != vocab_size` beam scores would be gathered from the wrong rows.
+        """
+        source_size = self.config.vocab_size
+        self.config.vocab_size = self.config.decoder_vocab_size
+        try:
+            return super().compute_transition_scores(sequences, scores, beam_indices, normalize_logits)
+        finally:
+            self.config.vocab_size = source_size
 
     def _get_logits_processor(self, *args, **kwargs) -> logits_process.LogitsProcessorList:
         """generate()'s logits processors; notes whether any of them could raise a score above zero."""
