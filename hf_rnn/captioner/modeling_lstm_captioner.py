@@ -45,6 +45,24 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
+def token_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy of `logits` (batch, len, vocab) against `labels` (batch, len) over the labels that are not -100.
+
+    Averaged over those tokens; with `num_items_in_batch` (the label tokens of the whole optimizer step, which
+    Trainer counts over every gradient-accumulation micro-batch and every process) summed and divided by it
+    instead, so that a step's loss and gradients do not depend on how its batch was split.
+    """
+    logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device)
+    if num_items_in_batch is None:
+        return nn.functional.cross_entropy(logits, labels, ignore_index=-100)
+    total = nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
 @dataclass
 class LSTMCaptionerEncoderOutput(ModelOutput):
     """
@@ -356,6 +374,8 @@ class LSTMCaptionerModel(LSTMCaptionerPreTrainedModel):
 class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, GenerationMixin):
     """The captioner: `LSTMCaptionerModel` + softmax layer, trainable with `labels`, usable with `generate()`."""
 
+    # Trainer passes `num_items_in_batch` to a model that declares this; `token_cross_entropy` honours it.
+    accepts_loss_kwargs = True
     _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
 
     def __init__(self, config: LSTMCaptionerConfig):
@@ -406,9 +426,11 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
-        """`labels`: keyword ids ending with `</s>`, -100 where the loss ignores them (padding)."""
+        """`labels` keyword ids ending with `</s>`, -100 where the loss ignores them (padding); the loss is
+        their mean token cross-entropy, or the sum over `num_items_in_batch` when given (see `token_cross_entropy`)."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None:
             check_token_ids("labels", labels, self.config.vocab_size, allow_ignore=True)
@@ -427,11 +449,7 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
             return_dict=True,
         )
         logits = self.lm_head(outputs.last_hidden_state)
-        loss = None
-        if labels is not None:
-            loss = nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device), ignore_index=-100
-            )
+        loss = None if labels is None else token_cross_entropy(logits, labels, num_items_in_batch)
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,

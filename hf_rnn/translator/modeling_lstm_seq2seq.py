@@ -69,6 +69,24 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
+def token_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy of `logits` (batch, len, vocab) against `labels` (batch, len) over the labels that are not -100.
+
+    Averaged over those tokens; with `num_items_in_batch` (the label tokens of the whole optimizer step, which
+    Trainer counts over every gradient-accumulation micro-batch and every process) summed and divided by it
+    instead, so that a step's loss and gradients do not depend on how its batch was split.
+    """
+    logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device)
+    if num_items_in_batch is None:
+        return nn.functional.cross_entropy(logits, labels, ignore_index=-100)
+    total = nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
 def lengths_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Packed sequences need right padding and no empty rows; say so plainly when that is not the case."""
     lengths = attention_mask.sum(dim=1)
@@ -613,6 +631,8 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
 class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, GenerationMixin):
     """The translator: `LSTMSeq2SeqModel` plus the softmax layer, trainable with `labels`, usable with `generate()`."""
 
+    # Trainer passes `num_items_in_batch` to a model that declares this; `token_cross_entropy` honours it.
+    accepts_loss_kwargs = True
     _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}  # with `tie_word_embeddings`
     _ended_rows: EndedRows | None = None  # set by generate() while it runs, when finished sentences may be dropped
 
@@ -739,9 +759,11 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
-        """`labels` use -100 for positions the loss ignores (padding), as everywhere in transformers."""
+        """`labels` use -100 for positions the loss ignores (padding), as everywhere in transformers; the loss is
+        their mean token cross-entropy, or the sum over `num_items_in_batch` when given (see `token_cross_entropy`)."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None:
             check_token_ids("labels", labels, self.config.decoder_vocab_size, allow_ignore=True)
@@ -771,11 +793,7 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
             logits = state.logits.index_copy_(0, state.rows, self.lm_head(hidden[state.rows]))
         else:
             logits = self.lm_head(outputs.last_hidden_state)
-        loss = None
-        if labels is not None:
-            loss = nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device), ignore_index=-100
-            )
+        loss = None if labels is None else token_cross_entropy(logits, labels, num_items_in_batch)
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
