@@ -269,6 +269,34 @@ def test_errors_name_the_problem():
         model(pixel_values=pixels(1), labels=torch.tensor([[4, -5]]))
 
 
+@pytest.mark.parametrize("new_size", [27, 15], ids=["grow", "shrink"])
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_resize_token_embeddings_resizes_every_part_and_the_model_reloads(tied, new_size, tmp_path):
+    """Keyword embeddings, softmax layer (weight, bias) and `vocab_size` take the new size; a tied softmax layer
+    stays tied; kept rows keep their values; the saved model loads and computes the same logits."""
+    model = tiny_captioner(tie_word_embeddings=tied, embedding_size=12)
+    kept = min(new_size, model.config.vocab_size)
+    old_rows = model.model.decoder.embed_tokens.weight[:kept].clone()
+    model.resize_token_embeddings(new_size)
+    parts = {
+        "embeddings": model.model.decoder.embed_tokens.weight.shape[0],
+        "output weight": model.lm_head.weight.shape[0],
+        "output bias": model.lm_head.bias.shape[0],
+        "output features": model.lm_head.out_features,
+        "vocab_size": model.config.vocab_size,
+    }
+    assert parts == dict.fromkeys(parts, new_size)
+    torch.testing.assert_close(model.model.decoder.embed_tokens.weight[:kept], old_rows, atol=0, rtol=0)
+    assert (model.lm_head.weight is model.model.decoder.embed_tokens.weight) == tied
+    model.save_pretrained(tmp_path)
+    loaded, info = LSTMCaptionerForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    prompt = torch.tensor([[1, new_size - 1], [1, 4]])
+    with torch.no_grad():
+        expected = model(pixel_values=pixels(2), decoder_input_ids=prompt).logits
+        torch.testing.assert_close(loaded.eval()(pixel_values=pixels(2), decoder_input_ids=prompt).logits, expected)
+
+
 # --- vision backbones ---------------------------------------------------------------------------
 
 

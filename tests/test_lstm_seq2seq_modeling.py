@@ -304,6 +304,16 @@ def test_beam_scores_detect_a_broken_reorder(monkeypatch):
     assert mismatches > 0
 
 
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_generate_without_attention_mask_reads_it_from_the_padding(num_beams):
+    """`model.generate(input_ids)` masks the padding as transformers does (from `pad_token_id`)."""
+    model = tiny_model(seed=3)
+    source, mask = random_batch([5, 2, 4], model.config.vocab_size, seed=2)
+    with torch.no_grad():
+        expected = model.generate(input_ids=source, attention_mask=mask, max_new_tokens=8, num_beams=num_beams)
+        assert torch.equal(model.generate(source, max_new_tokens=8, num_beams=num_beams), expected)
+
+
 def test_sampling_options_and_constraints():
     model = tiny_model(seed=8)
     source, mask = random_batch([5, 3], model.config.vocab_size, seed=9)
@@ -470,3 +480,108 @@ def test_tied_and_shared_embeddings_stay_tied_after_loading(tmp_path):
     # Untied models keep independent matrices.
     untied = tiny_model()
     assert untied.lm_head.weight is not untied.model.decoder.embed_tokens.weight
+
+
+VOCABULARIES = {
+    "joint": dict(decoder_vocab_size=23),
+    "joint-tied": dict(decoder_vocab_size=23, tie_word_embeddings=True, embedding_size=10),
+    "shared": dict(decoder_vocab_size=23, share_embeddings=True),
+    "shared-tied": dict(decoder_vocab_size=23, share_embeddings=True, tie_word_embeddings=True, embedding_size=10),
+    "smaller-target": dict(decoder_vocab_size=19),
+    "larger-target": dict(decoder_vocab_size=29),
+}
+
+
+def vocabulary_parts(model) -> dict[str, int]:
+    """Rows of every vocabulary-sized tensor, and the two sizes in the config."""
+    return {
+        "source embeddings": model.model.encoder.embed_tokens.weight.shape[0],
+        "target embeddings": model.model.decoder.embed_tokens.weight.shape[0],
+        "output weight": model.lm_head.weight.shape[0],
+        "output bias": model.lm_head.bias.shape[0],
+        "output features": model.lm_head.out_features,
+        "vocab_size": model.config.vocab_size,
+        "decoder_vocab_size": model.config.decoder_vocab_size,
+    }
+
+
+@pytest.mark.parametrize("new_size", [31, 17], ids=["grow", "shrink"])
+@pytest.mark.parametrize("vocabulary", list(VOCABULARIES))
+def test_resize_token_embeddings_resizes_every_part_and_the_model_reloads(vocabulary, new_size, tmp_path):
+    """The source vocabulary takes the new size; the target side follows when it is the same vocabulary
+    (`decoder_vocab_size == vocab_size`) and keeps its size otherwise. Shared and tied matrices stay one matrix,
+    kept rows keep their values, and the saved model loads and computes the same logits."""
+    model = tiny_model(**VOCABULARIES[vocabulary])
+    before = vocabulary_parts(model)
+    kept = min(new_size, before["vocab_size"])
+    old_source = model.model.encoder.embed_tokens.weight[:kept].clone()
+    model.resize_token_embeddings(new_size)
+
+    target_size = new_size if before["decoder_vocab_size"] == before["vocab_size"] else before["decoder_vocab_size"]
+    source_parts, target_parts = ("source embeddings", "vocab_size"), set(before) - {"source embeddings", "vocab_size"}
+    assert vocabulary_parts(model) == {
+        **dict.fromkeys(source_parts, new_size),
+        **dict.fromkeys(target_parts, target_size),
+    }
+    torch.testing.assert_close(model.model.encoder.embed_tokens.weight[:kept], old_source, atol=0, rtol=0)
+    if model.config.share_embeddings:
+        assert model.model.decoder.embed_tokens.weight is model.model.encoder.embed_tokens.weight
+    if model.config.tie_word_embeddings:
+        assert model.lm_head.weight is model.model.decoder.embed_tokens.weight
+
+    source = torch.tensor([[new_size - 1, 3, 4], [5, new_size - 1, 0]])
+    target = torch.tensor([[1, target_size - 1, 3], [1, 4, target_size - 1]])
+    model.save_pretrained(tmp_path)
+    loaded, info = LSTMSeq2SeqForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    with torch.no_grad():
+        expected = model(input_ids=source, decoder_input_ids=target).logits
+        torch.testing.assert_close(loaded.eval()(input_ids=source, decoder_input_ids=target).logits, expected)
+    assert expected.shape[-1] == target_size
+
+
+@pytest.mark.parametrize("vocabulary", ["joint", "smaller-target", "joint-tied"])
+def test_resize_decoder_token_embeddings_resizes_the_target_side(vocabulary):
+    model = tiny_model(**VOCABULARIES[vocabulary])
+    source_size = model.config.vocab_size
+    model.resize_decoder_token_embeddings(37)
+    assert vocabulary_parts(model) == {
+        "source embeddings": source_size,
+        "vocab_size": source_size,
+        **dict.fromkeys(("target embeddings", "output weight", "output bias", "output features"), 37),
+        "decoder_vocab_size": 37,
+    }
+    if model.config.tie_word_embeddings:
+        assert model.lm_head.weight is model.model.decoder.embed_tokens.weight
+    logits = model(input_ids=torch.tensor([[3, 4]]), decoder_input_ids=torch.tensor([[1, 36]])).logits
+    assert logits.shape == (1, 2, 37)
+
+
+def test_resize_decoder_token_embeddings_refuses_a_shared_matrix():
+    model = tiny_model(**VOCABULARIES["shared"])
+    with pytest.raises(ValueError, match="`share_embeddings=True`.*resize_token_embeddings"):
+        model.resize_decoder_token_embeddings(30)
+
+
+@pytest.mark.parametrize("vocabulary", ["joint", "shared", "shared-tied", "smaller-target"])
+def test_input_embeddings_can_be_replaced_and_parameters_are_counted_once(vocabulary):
+    model = tiny_model(**VOCABULARIES[vocabulary])
+    # Counted from the saved tensors, where a shared matrix appears under each of its names.
+    sizes = {tensor.data_ptr(): tensor.numel() for tensor in model.state_dict().values()}
+    assert model.num_parameters() == sum(sizes.values())
+    embeddings = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    assert model.num_parameters(exclude_embeddings=True) == sum(sizes.values()) - sum(embeddings.values())
+
+    source, mask = random_batch([4, 2], model.config.vocab_size)
+    target = torch.tensor([[1, 5, 6], [1, 7, 2]])
+    replacement = torch.nn.Embedding(model.config.vocab_size, model.config.embedding_size, padding_idx=0)
+    model.set_input_embeddings(replacement)
+    assert model.get_input_embeddings() is replacement
+    if model.config.share_embeddings:
+        assert model.model.decoder.embed_tokens.weight is replacement.weight
+    with torch.no_grad():
+        before = model(input_ids=source, attention_mask=mask, decoder_input_ids=target).logits
+        token = next(t for t in source[0].tolist() if t not in source[1].tolist() + target.flatten().tolist())
+        replacement.weight[token] += 1.0
+        after = model(input_ids=source, attention_mask=mask, decoder_input_ids=target).logits
+    assert not torch.allclose(before[0], after[0]) and torch.equal(before[1], after[1])  # only row 0 reads it

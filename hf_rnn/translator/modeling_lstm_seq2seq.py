@@ -528,6 +528,56 @@ class LSTMSeq2SeqPreTrainedModel(PreTrainedModel):
             if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
                 init.zeros_(module.weight[module.padding_idx])
 
+    def _resize_token_embeddings(
+        self, new_num_tokens: int | None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """What `resize_token_embeddings(n)` does: the *source* vocabulary (encoder embeddings, `vocab_size`) gets
+        n entries, and the target side (decoder embeddings, output layer, `decoder_vocab_size`) follows when source
+        and target are one vocabulary (`decoder_vocab_size == vocab_size`: joint, shared or tied models).
+
+        A separate target vocabulary keeps its size, whichever is larger: with `decoder_vocab_size < vocab_size`
+        the targets are the tokenizer's first `decoder_vocab_size` ids (train.py's `--decoder_vocab_size`), so
+        tokens added at the end of the tokenizer are source-only. Resize the target side with
+        `resize_decoder_token_embeddings`.
+        """
+        target_follows = self.config.decoder_vocab_size == self.config.vocab_size
+        source = self._get_resized_embeddings(
+            self.base_model.encoder.embed_tokens, new_num_tokens, pad_to_multiple_of, mean_resizing
+        )
+        if target_follows:
+            self._resize_target_vocabulary(source.num_embeddings, mean_resizing)
+        return source
+
+    def resize_decoder_token_embeddings(self, new_num_tokens: int, mean_resizing: bool = True) -> nn.Embedding:
+        """Give the target vocabulary `new_num_tokens` entries: decoder embeddings, output layer (weight and bias)
+        and `decoder_vocab_size`; kept rows keep their values. The source side does not change.
+
+        Raises:
+            ValueError: with `share_embeddings=True` (one matrix for both sides: use `resize_token_embeddings`).
+        """
+        if self.config.share_embeddings:
+            raise ValueError(
+                "`share_embeddings=True`: source and target share one embedding matrix, so resize both with "
+                "`resize_token_embeddings`."
+            )
+        self._resize_target_vocabulary(new_num_tokens, mean_resizing)
+        self.tie_weights()
+        return self.base_model.decoder.embed_tokens
+
+    def _resize_target_vocabulary(self, new_num_tokens: int, mean_resizing: bool) -> None:
+        embeddings = self.base_model.decoder.embed_tokens
+        # A shared matrix was already resized with the source one; the module's row count follows it.
+        self._get_resized_embeddings(embeddings, new_num_tokens, mean_resizing=mean_resizing)
+        embeddings.num_embeddings = new_num_tokens
+        head = self.get_output_embeddings()
+        if (
+            head is not None and self.config.tie_word_embeddings
+        ):  # its weight is that matrix; `tie_weights` pads the bias
+            head.out_features = new_num_tokens
+        elif head is not None:
+            self.set_output_embeddings(self._get_resized_lm_head(head, new_num_tokens, mean_resizing=mean_resizing))
+        self.config.decoder_vocab_size = new_num_tokens
+
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
         """When the code travels with the weights, point every Auto class at it, not just the one registered."""
         if self._auto_class is not None:
@@ -677,6 +727,19 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
             return super().generate(*args, **kwargs)
         finally:
             self._ended_rows = None
+
+    def _maybe_prepare_encoder_kwargs_for_generation(
+        self, inputs_tensor: torch.Tensor, model_kwargs: dict, model_input_name: str | None, generation_config
+    ) -> dict:
+        """Encode the source once; a missing `attention_mask` is first read from the padding (`pad_token_id`), as
+        transformers does for decoder-only models: the decoder attends over the source at every step."""
+        if model_kwargs.get("attention_mask") is None and model_kwargs.get("encoder_outputs") is None:
+            model_kwargs["attention_mask"] = self._prepare_attention_mask_for_generation(
+                inputs_tensor, generation_config, model_kwargs
+            )
+        return super()._maybe_prepare_encoder_kwargs_for_generation(
+            inputs_tensor, model_kwargs, model_input_name, generation_config
+        )
 
     def compute_transition_scores(
         self,
