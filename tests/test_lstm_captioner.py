@@ -1,6 +1,7 @@
 """The image-to-keywords captioner: config, processor, decoding correctness, saved format, remote code, pipeline."""
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -9,6 +10,8 @@ import pytest
 import torch
 from helpers import BLOCK_HF_RNN, subprocess_env
 from transformers import AutoModelForImageTextToText, AutoProcessor, ResNetConfig, ResNetModel, ViTConfig, pipeline
+from transformers.generation import utils as generation_utils
+from transformers.testing_utils import CaptureLogger
 
 from hf_rnn import (
     LSTMCaptionerConfig,
@@ -228,7 +231,6 @@ def keyword_bodies(model, sequences: torch.Tensor) -> list[list[int]]:
 def test_no_keyword_repeats_by_default():
     model = tiny_captioner(seed=4)
     assert model.generation_config.no_repeat_ngram_size == 1
-    assert model.generation_config.max_length == model.config.max_keywords + 2
     images = pixels(6, seed=5)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -242,6 +244,25 @@ def test_no_keyword_repeats_by_default():
     for sequences in outputs:
         assert all(len(body) == len(set(body)) for body in keyword_bodies(model, sequences))
     assert any(len(body) != len(set(body)) for body in keyword_bodies(model, unconstrained))
+
+
+def test_keyword_cap_applies_unless_a_limit_is_chosen_and_cuts_are_reported(caplog):
+    """`max_keywords` caps an output (start, keywords, `</s>`); a caller's limit replaces it without transformers'
+    "both max_new_tokens and max_length" warning; outputs that hit a limit without `</s>` are reported once."""
+    model = tiny_captioner(seed=4, max_keywords=3)
+    with torch.no_grad():
+        model.lm_head.bias[model.config.eos_token_id] = -1e4  # never ends
+    images = pixels(3, seed=5)
+    with torch.no_grad(), caplog.at_level(logging.WARNING), CaptureLogger(generation_utils.logger) as transformers_log:
+        assert model.generate(pixel_values=images).shape[1] == 3 + 2
+        assert model.generate(pixel_values=images, num_beams=2).shape[1] == 3 + 2
+        assert model.generate(pixel_values=images, max_new_tokens=6).shape[1] == 1 + 6
+        prompt = torch.tensor([[1, 5]] * 3)  # a keyword prompt counts towards the cap
+        assert model.generate(pixel_values=images, decoder_input_ids=prompt).shape[1] == 3 + 2
+    assert "max_length" not in transformers_log.out
+    cuts = [r.getMessage() for r in caplog.records if "without `</s>` and were cut" in r.getMessage()]
+    assert [message.split(" (")[0] for message in cuts] == ["3 of 3 keyword lists reached the length limit"] * 4
+    assert "(6 new tokens)" in cuts[2] and "`max_keywords`" in cuts[0]
 
 
 def test_batched_generation_equals_one_image_at_a_time():

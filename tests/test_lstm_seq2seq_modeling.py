@@ -1,13 +1,16 @@
 """Correctness of the translator, each check against an independent computation."""
 
 import itertools
+import logging
 
 import pytest
 import torch
 from helpers import random_batch, tiny_config, tiny_model
 from torch.func import functional_call
-from transformers import GenerationMixin
+from transformers import GenerationConfig, GenerationMixin
+from transformers.generation import utils as generation_utils
 from transformers.generation.logits_process import SequenceBiasLogitsProcessor
+from transformers.testing_utils import CaptureLogger
 
 from hf_rnn import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
 from hf_rnn.translator import modeling_lstm_seq2seq as modeling
@@ -585,3 +588,75 @@ def test_input_embeddings_can_be_replaced_and_parameters_are_counted_once(vocabu
         replacement.weight[token] += 1.0
         after = model(input_ids=source, attention_mask=mask, decoder_input_ids=target).logits
     assert not torch.allclose(before[0], after[0]) and torch.equal(before[1], after[1])  # only row 0 reads it
+
+
+def never_ending(seed: int = 3):
+    """A tiny translator that never emits `</s>`: every output runs to the limit."""
+    model = tiny_model(seed=seed)
+    with torch.no_grad():
+        model.lm_head.bias[model.config.eos_token_id] = -1e4
+    return model
+
+
+def cut_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "without `</s>` and were cut" in r.getMessage()]
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+@pytest.mark.parametrize("source_length", [3, 30])
+def test_default_output_limit_scales_with_the_source_and_cuts_are_reported(source_length, num_beams, caplog):
+    """No limit chosen: ceil(2 x source tokens) + 10 new tokens (the generation config's ratio and offset), and one
+    warning per call naming how many outputs were cut."""
+    model = never_ending()
+    assert (model.generation_config.max_new_tokens_ratio, model.generation_config.max_new_tokens_offset) == (2.0, 10)
+    source, mask = random_batch([source_length, 2], model.config.vocab_size, seed=4)
+    with torch.no_grad(), caplog.at_level(logging.WARNING):
+        out = model.generate(input_ids=source, attention_mask=mask, num_beams=num_beams)
+    assert out.shape[1] == 1 + 2 * source_length + 10
+    assert cut_warnings(caplog) == [
+        f"2 of 2 generated sequences reached the length limit ({2 * source_length + 10} new tokens) without `</s>` "
+        "and were cut. Pass a larger `max_new_tokens` to generate() (or raise `max_new_tokens_ratio` / "
+        "`max_new_tokens_offset` in the generation config) to allow longer outputs."
+    ]
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_outputs_that_end_are_not_reported(num_beams, caplog):
+    model = tiny_model(seed=2)
+    with torch.no_grad():
+        model.lm_head.bias[model.config.eos_token_id] += 0.5  # most outputs end early; some run to the limit
+        source, mask = random_batch([6, 2, 5, 3, 4, 7], model.config.vocab_size, seed=9)
+        with caplog.at_level(logging.WARNING):
+            out = model.generate(input_ids=source, attention_mask=mask, max_new_tokens=6, num_beams=num_beams)
+    ended = (out == model.config.eos_token_id).any(dim=1)
+    assert 0 < int(ended.sum()) < len(out)
+    assert cut_warnings(caplog) == [cut_warnings(caplog)[0]] and cut_warnings(caplog)[0].startswith(
+        f"{len(out) - int(ended.sum())} of {len(out)} generated sequences"
+    )
+
+
+@pytest.mark.parametrize(
+    "limit,new_tokens", [({"max_new_tokens": 5}, 5), ({"max_length": 7}, 6), ({"generation_config": 9}, 8)]
+)
+def test_a_chosen_limit_replaces_the_default_and_cuts_are_still_reported(limit, new_tokens, caplog):
+    model = never_ending()
+    if "generation_config" in limit:  # a GenerationConfig passed to generate() with its own max_length
+        limit = {"generation_config": GenerationConfig(**{**model.generation_config.to_dict(), "max_length": 9})}
+    source, mask = random_batch([30, 2], model.config.vocab_size, seed=4)
+    with torch.no_grad(), caplog.at_level(logging.WARNING):
+        out = model.generate(input_ids=source, attention_mask=mask, **limit)
+    assert out.shape[1] == 1 + new_tokens
+    assert len(cut_warnings(caplog)) == 1 and f"({new_tokens} new tokens)" in cut_warnings(caplog)[0]
+
+
+def test_the_max_length_seq2seq_trainer_writes_into_the_generation_config_is_not_a_choice(caplog):
+    """Seq2SeqTrainer's evaluation fills `model.generation_config` with transformers' defaults (max_length 20): the
+    default limit must still scale, and a caller's max_new_tokens must not be reported as clashing with it."""
+    model = never_ending()
+    model.generation_config.update(**GenerationConfig._get_default_generation_params(), defaults_only=True)
+    assert model.generation_config.max_length == 20
+    source, mask = random_batch([30, 2], model.config.vocab_size, seed=4)
+    with torch.no_grad(), CaptureLogger(generation_utils.logger) as transformers_log:
+        assert model.generate(input_ids=source, attention_mask=mask).shape[1] == 1 + 70
+        assert model.generate(input_ids=source, attention_mask=mask, max_new_tokens=5).shape[1] == 6
+    assert "max_length" not in transformers_log.out

@@ -39,8 +39,9 @@ class LSTMCaptionerConfig(PreTrainedConfig):
         hidden_size (`int`): Width of the LSTM state; image features are projected to it.
         attention_size (`int`): Width of the additive (Bahdanau) attention layer.
         dropout (`float`): Dropout on the LSTM output before the softmax layer.
-        max_keywords (`int`): Default cap on generated keywords (generation `max_length = max_keywords + 2`:
-            start token, keywords, `</s>`).
+        max_keywords (`int`): Default cap on the keywords of one output, prompt keywords included (generate() stops
+            at `max_keywords + 2` tokens: start token, keywords, `</s>`) unless a `max_length` or `max_new_tokens`
+            is given.
         cnn_channels (`list[int]`): Built-in encoder: one conv3x3-BatchNorm-ReLU-maxpool2 block per entry.
             The spatial map after the last block (e.g. 8x8 for 64x64 inputs and three blocks) is what
             the decoder attends over. Ignored when `vision_config` is set.

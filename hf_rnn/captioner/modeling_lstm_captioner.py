@@ -17,11 +17,37 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
+from transformers.utils import logging
 
 from .configuration_lstm_captioner import LSTMCaptionerConfig
+
+logger = logging.get_logger(__name__)
+
+# transformers' own default `max_length`, which Seq2SeqTrainer writes into `model.generation_config` when evaluating:
+# found there, it is nobody's choice.
+TRANSFORMERS_DEFAULT_MAX_LENGTH = GenerationConfig._get_default_generation_params()["max_length"]
+
+
+def chosen_length_limits(own: GenerationConfig, given: GenerationConfig | None, kwargs: dict) -> tuple[bool, bool]:
+    """Whether a generate() call, the config passed to it or the model's generation config `own` chose a
+    `max_length`, and whether any of them chose `max_new_tokens`."""
+    given = given or GenerationConfig()
+    max_length = kwargs.get("max_length", given.max_length)
+    if max_length is None and own.max_length != TRANSFORMERS_DEFAULT_MAX_LENGTH:
+        max_length = own.max_length
+    max_new_tokens = kwargs.get("max_new_tokens", given.max_new_tokens)
+    return max_length is not None, (max_new_tokens if max_new_tokens is not None else own.max_new_tokens) is not None
+
+
+def count_cut(sequences: torch.Tensor, max_length: int, eos_token_id: int | list[int] | None) -> int:
+    """How many generated `sequences` (batch, length) reached `max_length` without an end token."""
+    if eos_token_id is None or sequences.shape[1] < max_length:
+        return 0
+    eos = torch.tensor(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id], device=sequences.device)
+    return int((~torch.isin(sequences, eos).any(dim=1)).sum())
 
 
 def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False) -> None:
@@ -377,16 +403,16 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
     # Trainer passes `num_items_in_batch` to a model that declares this; `token_cross_entropy` honours it.
     accepts_loss_kwargs = True
     _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
+    _keyword_cap = False  # set by generate() while it runs, when nobody chose an output limit
+    _max_length_chosen: bool = True  # cleared by generate() while it runs, when nobody chose a max_length
+    _length_used: tuple[int, int] = (0, 0)  # the last generate()'s max_length and decoder prompt length
 
     def __init__(self, config: LSTMCaptionerConfig):
         super().__init__(config)
         self.model = LSTMCaptionerModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
-        # Keywords form a set: never emit one twice. `max_length` (not `max_new_tokens`) caps the output at
-        # start + `max_keywords` + `</s>` while leaving callers free to pass either limit.
-        self.generation_config.no_repeat_ngram_size = 1
-        self.generation_config.max_length = config.max_keywords + 2
+        self.generation_config.no_repeat_ngram_size = 1  # keywords form a set: never emit one twice
 
     @classmethod
     def from_vision_pretrained(
@@ -404,6 +430,59 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
 
     def get_encoder(self, modality: str | None = None) -> LSTMCaptionerVisionEncoder:
         return self.model.encoder
+
+    def generate(
+        self, inputs: torch.Tensor | None = None, generation_config: GenerationConfig | None = None, **kwargs
+    ):
+        """`GenerationMixin.generate`, capped at `config.max_keywords` keywords (start token and prompt keywords
+        included: `max_length = max_keywords + 2`) unless the call, a generation config passed to it, or
+        `model.generation_config` sets `max_length` or `max_new_tokens`. `max_length=20`, transformers' default that
+        Seq2SeqTrainer writes into `model.generation_config`, counts as unset there. One warning per call says how
+        many returned keyword lists reached the limit without `</s>`.
+        """
+        self._max_length_chosen, max_new_tokens_chosen = chosen_length_limits(
+            self.generation_config, generation_config, kwargs
+        )
+        self._keyword_cap = not self._max_length_chosen and not max_new_tokens_chosen
+        try:
+            output = super().generate(inputs, generation_config=generation_config, **kwargs)
+        finally:
+            self._keyword_cap, self._max_length_chosen = False, True
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        eos = kwargs.get("eos_token_id", (generation_config or self.generation_config).eos_token_id)
+        cut = count_cut(sequences, self._length_used[0], eos)
+        if cut:
+            logger.warning(
+                f"{cut} of {len(sequences)} keyword lists reached the length limit "
+                f"({self._length_used[0] - self._length_used[1]} new tokens) without `</s>` and were cut. Pass a "
+                f"larger `max_new_tokens` to generate() (or raise `max_keywords` in the model config) to allow more."
+            )
+        return output
+
+    def _prepare_generated_length(
+        self,
+        generation_config: GenerationConfig,
+        has_default_max_length: bool,
+        has_default_min_length: bool,
+        model_input_name: str | None,
+        input_ids_length: int,
+        inputs_tensor: torch.Tensor,
+    ) -> GenerationConfig:
+        """generate()'s length limits; `max_keywords` when nobody chose a limit (see `generate`)."""
+        if self._keyword_cap:
+            generation_config.max_new_tokens = max(self.config.max_keywords + 2 - input_ids_length, 1)
+        # A max_length nobody chose must not be reported as clashing with max_new_tokens.
+        has_default_max_length = has_default_max_length or not self._max_length_chosen
+        generation_config = super()._prepare_generated_length(
+            generation_config,
+            has_default_max_length,
+            has_default_min_length,
+            model_input_name,
+            input_ids_length,
+            inputs_tensor,
+        )
+        self._length_used = (generation_config.max_length, input_ids_length)
+        return generation_config
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head

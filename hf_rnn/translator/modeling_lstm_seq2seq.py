@@ -12,17 +12,21 @@ sibling imports are used so this file travels as Hub remote code.
 """
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.generation import logits_process
 from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
+from transformers.utils import logging
 
 from .configuration_lstm_seq2seq import LSTMSeq2SeqConfig
+
+logger = logging.get_logger(__name__)
 
 RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 # Logits processors that keep log-probabilities <= 0 (they mask tokens, force one, or scale a negative
@@ -46,6 +50,33 @@ NON_RAISING_PROCESSORS = tuple(
     )
     if hasattr(logits_process, name)
 )
+
+
+# Default output limit: ceil(ratio * source tokens) + offset new tokens, as Marian's `--max-length-factor` and
+# fairseq's `--max-len-a/-b` bound decoding. Stored in the generation config under these names.
+MAX_NEW_TOKENS_RATIO, MAX_NEW_TOKENS_OFFSET = 2.0, 10
+# transformers' own default `max_length`, which Seq2SeqTrainer writes into `model.generation_config` when evaluating:
+# found there, it is nobody's choice.
+TRANSFORMERS_DEFAULT_MAX_LENGTH = GenerationConfig._get_default_generation_params()["max_length"]
+
+
+def chosen_length_limits(own: GenerationConfig, given: GenerationConfig | None, kwargs: dict) -> tuple[bool, bool]:
+    """Whether a generate() call, the config passed to it or the model's generation config `own` chose a
+    `max_length`, and whether any of them chose `max_new_tokens`."""
+    given = given or GenerationConfig()
+    max_length = kwargs.get("max_length", given.max_length)
+    if max_length is None and own.max_length != TRANSFORMERS_DEFAULT_MAX_LENGTH:
+        max_length = own.max_length
+    max_new_tokens = kwargs.get("max_new_tokens", given.max_new_tokens)
+    return max_length is not None, (max_new_tokens if max_new_tokens is not None else own.max_new_tokens) is not None
+
+
+def count_cut(sequences: torch.Tensor, max_length: int, eos_token_id: int | list[int] | None) -> int:
+    """How many generated `sequences` (batch, length) reached `max_length` without an end token."""
+    if eos_token_id is None or sequences.shape[1] < max_length:
+        return 0
+    eos = torch.tensor(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id], device=sequences.device)
+    return int((~torch.isin(sequences, eos).any(dim=1)).sum())
 
 
 def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False) -> None:
@@ -685,6 +716,9 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
     accepts_loss_kwargs = True
     _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}  # with `tie_word_embeddings`
     _ended_rows: EndedRows | None = None  # set by generate() while it runs, when finished sentences may be dropped
+    _max_new_tokens: int | None = None  # set by generate() while it runs, when nobody chose an output limit
+    _max_length_chosen: bool = True  # cleared by generate() while it runs, when nobody chose a max_length
+    _length_used: tuple[int, int] = (0, 0)  # the last generate()'s max_length and decoder prompt length
 
     def __init__(self, config: LSTMSeq2SeqConfig):
         super().__init__(config)
@@ -695,12 +729,23 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
             # shared embeddings that is the encoder's, the one a checkpoint holds.
             self._tied_weights_keys = {"lm_head.weight": "model.encoder.embed_tokens.weight"}
         self.post_init()
+        self.generation_config.max_new_tokens_ratio = MAX_NEW_TOKENS_RATIO
+        self.generation_config.max_new_tokens_offset = MAX_NEW_TOKENS_OFFSET
 
     def get_encoder(self, modality: str | None = None) -> LSTMSeq2SeqEncoder:
         return self.model.encoder
 
-    def generate(self, *args, **kwargs):
-        """`GenerationMixin.generate`, with finished sentences dropped from the batch (see `EndedRows`).
+    def generate(
+        self, inputs: torch.Tensor | None = None, generation_config: GenerationConfig | None = None, **kwargs
+    ):
+        """`GenerationMixin.generate`, with an output limit that scales with the source and finished sentences
+        dropped from the batch (see `EndedRows`).
+
+        Unless the call, a generation config passed to it, or `model.generation_config` sets `max_length` or
+        `max_new_tokens`, a batch may generate `ceil(max_new_tokens_ratio * source length) + max_new_tokens_offset`
+        new tokens (generation config fields; defaults 2 and 10; the source length is the longest in the batch).
+        `max_length=20`, transformers' default that Seq2SeqTrainer writes into `model.generation_config`, counts as
+        unset there. One warning per call says how many returned sequences reached the limit without `</s>`.
 
         The rows of a finished sentence can no longer change the output, so not computing
         them leaves it unchanged: greedy search and sampling pad a sentence after its end
@@ -709,8 +754,8 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
         sampling, whose random draws depend on every row, and when scores, logits,
         attentions or hidden states are returned, since those expose every row's values.
         """
-        config = copy.deepcopy(kwargs.get("generation_config") or self.generation_config)
-        config.update(**{key: value for key, value in kwargs.items() if key != "generation_config"})
+        config = copy.deepcopy(generation_config or self.generation_config)
+        config.update(**kwargs)
         eos, num_beams = config.eos_token_id, config.num_beams or 1
         returns_per_row_values = config.return_dict_in_generate and (
             config.output_scores or config.output_logits or config.output_attentions or config.output_hidden_states
@@ -723,10 +768,62 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
                 self._ended_rows = EndedRows(
                     num_beams=num_beams, num_return_sequences=config.num_return_sequences or 1
                 )
+        self._max_length_chosen, max_new_tokens_chosen = chosen_length_limits(
+            self.generation_config, generation_config, kwargs
+        )
+        if not self._max_length_chosen and not max_new_tokens_chosen:
+            self._max_new_tokens = self._source_scaled_limit(inputs, config, kwargs)
         try:
-            return super().generate(*args, **kwargs)
+            output = super().generate(inputs, generation_config=generation_config, **kwargs)
         finally:
-            self._ended_rows = None
+            self._ended_rows, self._max_new_tokens, self._max_length_chosen = None, None, True
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        cut = count_cut(sequences, self._length_used[0], eos)
+        if cut:
+            logger.warning(
+                f"{cut} of {len(sequences)} generated sequences reached the length limit "
+                f"({self._length_used[0] - self._length_used[1]} new tokens) without `</s>` and were cut. Pass a "
+                f"larger `max_new_tokens` to generate() (or raise `max_new_tokens_ratio` / `max_new_tokens_offset` in "
+                f"the generation config) to allow longer outputs."
+            )
+        return output
+
+    def _source_scaled_limit(self, inputs: torch.Tensor | None, config: GenerationConfig, kwargs: dict) -> int:
+        """New tokens allowed for this batch: ratio x the longest source (tokens, `</s>` included) + offset."""
+        mask, input_ids = kwargs.get("attention_mask"), inputs if inputs is not None else kwargs.get("input_ids")
+        if mask is not None:
+            source_length = int(mask.sum(dim=-1).max())
+        elif input_ids is not None:
+            source_length = int(input_ids.ne(self.config.pad_token_id).sum(dim=-1).max())
+        else:
+            source_length = kwargs["encoder_outputs"][0].shape[1]
+        ratio = getattr(config, "max_new_tokens_ratio", MAX_NEW_TOKENS_RATIO)
+        return math.ceil(ratio * source_length) + getattr(config, "max_new_tokens_offset", MAX_NEW_TOKENS_OFFSET)
+
+    def _prepare_generated_length(
+        self,
+        generation_config: GenerationConfig,
+        has_default_max_length: bool,
+        has_default_min_length: bool,
+        model_input_name: str | None,
+        input_ids_length: int,
+        inputs_tensor: torch.Tensor,
+    ) -> GenerationConfig:
+        """generate()'s length limits; the source-scaled one when nobody chose a limit (see `generate`)."""
+        if self._max_new_tokens is not None:
+            generation_config.max_new_tokens = self._max_new_tokens
+        # A max_length nobody chose must not be reported as clashing with max_new_tokens.
+        has_default_max_length = has_default_max_length or not self._max_length_chosen
+        generation_config = super()._prepare_generated_length(
+            generation_config,
+            has_default_max_length,
+            has_default_min_length,
+            model_input_name,
+            input_ids_length,
+            inputs_tensor,
+        )
+        self._length_used = (generation_config.max_length, input_ids_length)
+        return generation_config
 
     def _maybe_prepare_encoder_kwargs_for_generation(
         self, inputs_tensor: torch.Tensor, model_kwargs: dict, model_input_name: str | None, generation_config
