@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import BLOCK_HF_RNN, subprocess_env
+from helpers import BLOCK_HF_RNN, FIXTURES, subprocess_env
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoModelForImageTextToText, AutoProcessor, ResNetConfig, ResNetModel, ViTConfig, pipeline
 from transformers.generation import utils as generation_utils
 from transformers.testing_utils import CaptureLogger
@@ -65,21 +66,38 @@ def pixels(batch: int, seed: int = 0, size: int = 64) -> torch.Tensor:
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"hidden_size": 0}, "`hidden_size` must be a positive integer"),
-        ({"attention_size": 2.5}, "`attention_size` must be a positive integer"),
-        ({"cnn_channels": []}, "`cnn_channels` must be a non-empty list"),
+        ({"hidden_size": 0}, "field 'hidden_size':\n    ValueError: must be positive, got 0"),
+        ({"attention_size": 2.5}, "Field 'attention_size' expected int, got float"),
+        ({"cnn_channels": []}, "field 'cnn_channels':\n    ValueError: must be a non-empty list of positive integers"),
         ({"image_size": 4}, "`image_size`=4 is too small for 3 CNN blocks"),
-        ({"dropout": 1.0}, "`dropout` must be a float in [0, 1)"),
+        ({"dropout": 1.0}, "field 'dropout':\n    ValueError: must be in [0, 1), got 1.0"),
         ({"tie_word_embeddings": True, "embedding_size": 6}, "`tie_word_embeddings=True` needs `embedding_size`"),
         ({"eos_token_id": 50}, "`eos_token_id` must be None or an id in [0, 21)"),
-        ({"vision_config": {"hidden_sizes": [8]}}, "`vision_config` given as a dict needs a `model_type`"),
+        (
+            {"vision_config": {"hidden_sizes": [8]}},
+            "field 'vision_config':\n    ValueError: a dict needs a `model_type`",
+        ),
         ({"vision_config": ResNetConfig(num_channels=1), "num_channels": 3}, "`num_channels`=3 contradicts"),
+        ({"max_keyword": 3}, "LSTMCaptionerConfig has no field `max_keyword`; did you mean `max_keywords`?"),
     ],
 )
 def test_config_validation_names_the_field(kwargs, message):
-    with pytest.raises(ValueError) as error:
+    with pytest.raises((ValueError, TypeError, StrictDataclassError)) as error:
         LSTMCaptionerConfig(vocab_size=21, **kwargs)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["captioner", "captioner_resnet"])
+def test_configs_saved_before_typed_fields_still_load(name, tmp_path):
+    """config.json files written by the untyped config class (built-in CNN, ResNet backbone) load unchanged."""
+    saved = json.loads((FIXTURES / "configs_saved_before_strict" / f"{name}.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = LSTMCaptionerConfig.from_pretrained(tmp_path).to_dict()
+    for key, value in saved.items():
+        if key == "vision_config" and value is not None:
+            assert {k: loaded[key][k] for k in value} == value
+        elif key != "transformers_version":
+            assert loaded[key] == value, key
 
 
 def test_config_fields_follow_the_encoder_and_round_trip(tmp_path):

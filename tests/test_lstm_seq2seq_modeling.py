@@ -1,13 +1,15 @@
 """Correctness of the translator, each check against an independent computation."""
 
 import itertools
+import json
 import logging
 
 import pytest
 import torch
-from helpers import random_batch, tiny_config, tiny_model
+from helpers import FIXTURES, random_batch, tiny_config, tiny_model
+from huggingface_hub.errors import StrictDataclassError
 from torch.func import functional_call
-from transformers import GenerationConfig, GenerationMixin
+from transformers import AutoConfig, GenerationConfig, GenerationMixin
 from transformers.generation import utils as generation_utils
 from transformers.generation.logits_process import SequenceBiasLogitsProcessor
 from transformers.testing_utils import CaptureLogger
@@ -400,30 +402,48 @@ def test_loss_ignores_minus_100_and_matches_manual_cross_entropy():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"cell_type": "transformer"}, "`cell_type` must be one of"),
-        ({"attention_type": "luong"}, "`attention_type` must be one of"),
-        ({"decoder_init": "copy"}, "`decoder_init` must be one of"),
-        ({"dropout": 1.0}, "`dropout` must be a float in [0, 1)"),
-        ({"hidden_size": 0}, "`hidden_size` must be a positive integer"),
-        ({"num_encoder_layers": 1.5}, "`num_encoder_layers` must be a positive integer"),
+        ({"cell_type": "transformer"}, "field 'cell_type'"),
+        ({"attention_type": "luong"}, "field 'attention_type'"),
+        ({"decoder_init": "copy"}, "field 'decoder_init'"),
+        ({"dropout": 1.0}, "field 'dropout':\n    ValueError: must be in [0, 1), got 1.0"),
+        ({"hidden_size": 0}, "field 'hidden_size':\n    ValueError: must be positive, got 0"),
+        ({"num_encoder_layers": 1.5}, "Field 'num_encoder_layers' expected int, got float"),
+        ({"bidirectional_encoder": "yes"}, "Field 'bidirectional_encoder' expected bool"),
         ({"hidden_size": 7}, "`hidden_size` must be even"),
         ({"share_embeddings": True, "decoder_vocab_size": 11}, "`share_embeddings=True` needs one joint vocabulary"),
         ({"tie_word_embeddings": True, "embedding_size": 6}, "`tie_word_embeddings=True` needs `embedding_size`"),
         ({"eos_token_id": 50}, "`eos_token_id` must be None or an id in [0, 19)"),
+        ({"hiden_size": 12}, "LSTMSeq2SeqConfig has no field `hiden_size`; did you mean `hidden_size`?"),
     ],
 )
 def test_config_validation_names_the_field(kwargs, message):
-    with pytest.raises(ValueError) as error:
+    with pytest.raises((ValueError, TypeError, StrictDataclassError)) as error:
         tiny_config(**kwargs)
     assert message in str(error.value)
+    with pytest.raises((ValueError, TypeError, StrictDataclassError), match=list(kwargs)[0]):  # as when loading
+        LSTMSeq2SeqConfig.from_dict({**tiny_config().to_diff_dict(), **kwargs})
 
 
-def test_config_validation_also_applies_when_loading(tmp_path):
+def test_config_validation_also_applies_when_loading_and_assigning(tmp_path):
     tiny_config().save_pretrained(tmp_path)
     text = (tmp_path / "config.json").read_text().replace('"cell_type": "lstm"', '"cell_type": "lstmm"')
     (tmp_path / "config.json").write_text(text)
-    with pytest.raises(ValueError, match="`cell_type` must be one of"):
+    with pytest.raises(StrictDataclassError, match="field 'cell_type'"):
         LSTMSeq2SeqConfig.from_pretrained(tmp_path)
+    config = tiny_config()
+    with pytest.raises(StrictDataclassError, match="field 'dropout'"):
+        config.dropout = -0.1
+
+
+@pytest.mark.parametrize("name", ["translator", "translator_shared"])
+def test_configs_saved_before_typed_fields_still_load(name, tmp_path):
+    """config.json files written by the untyped config class (with auto_map and custom_pipelines) load unchanged."""
+    saved = json.loads((FIXTURES / "configs_saved_before_strict" / f"{name}.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = AutoConfig.from_pretrained(tmp_path).to_dict()
+    assert {key: loaded[key] for key in saved if key != "transformers_version"} == {
+        key: value for key, value in saved.items() if key != "transformers_version"
+    }
 
 
 @pytest.mark.parametrize(
