@@ -21,7 +21,6 @@ from hf_rnn import (
     LSTMCaptionerProcessor,
     build_keyword_tokenizer,
 )
-from hf_rnn.captioner.modeling_lstm_captioner import LSTMCaptionerCache
 from hf_rnn.data.landscapes import KEYWORDS, render_landscape
 
 TINY_RESNET = dict(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
@@ -229,7 +228,7 @@ def test_beam_scores_equal_teacher_forced_rescore(length_penalty):
 
 def test_beam_scores_detect_a_broken_reorder(monkeypatch):
     """Negative control: with reordering disabled, the re-score check above must fail."""
-    monkeypatch.setattr(LSTMCaptionerCache, "reorder_cache", lambda self, beam_idx: None)
+    monkeypatch.setattr(LSTMCaptionerForConditionalGeneration, "_reorder_cache", lambda self, cache, beam_idx: cache)
     model = tiny_captioner(seed=2)
     images = pixels(3, seed=3)
     with torch.no_grad():

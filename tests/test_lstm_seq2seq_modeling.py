@@ -3,10 +3,12 @@
 import itertools
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
-from helpers import FIXTURES, random_batch, tiny_config, tiny_model
+from helpers import BLOCK_HF_RNN, FIXTURES, random_batch, subprocess_env, tiny_config, tiny_model
 from huggingface_hub.errors import StrictDataclassError
 from torch.func import functional_call
 from transformers import AutoConfig, GenerationConfig, GenerationMixin
@@ -15,9 +17,9 @@ from transformers.generation.logits_process import SequenceBiasLogitsProcessor
 from transformers.testing_utils import CaptureLogger
 
 from hf_rnn import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
-from hf_rnn.translator import modeling_lstm_seq2seq as modeling
+from hf_rnn.translator import generation_lstm_seq2seq as generation
 from hf_rnn.translator.configuration_lstm_seq2seq import ATTENTION_TYPES, CELL_TYPES
-from hf_rnn.translator.modeling_lstm_seq2seq import EndedRows
+from hf_rnn.translator.generation_lstm_seq2seq import LiveRows
 
 COMBINATIONS = list(itertools.product(CELL_TYPES, ATTENTION_TYPES, [True, False]))
 
@@ -117,7 +119,7 @@ def test_dropping_ended_sentences_leaves_greedy_output_unchanged(cell_type, inpu
     ended_at = {(row == eos).nonzero()[0, 0].item() if (row == eos).any() else None for row in stock}
     assert len(ended_at) >= 3, "the test needs sentences that end at different steps"
     assert rows_through_softmax[0] == len(stock) and min(rows_through_softmax) < len(stock)
-    assert model._ended_rows is None  # only set while generate() runs
+    assert model._live_rows is None  # only set while generate() runs
 
 
 @pytest.mark.parametrize(
@@ -147,7 +149,7 @@ def test_dropping_done_sentences_leaves_beam_search_output_unchanged(
         stock = GenerationMixin.generate(model, **kwargs)
     assert torch.equal(ours, stock)
     assert rows_through_softmax[0] == 4 * len(source) and min(rows_through_softmax) < 4 * len(source)
-    assert model._ended_rows is None
+    assert model._live_rows is None
 
 
 def test_a_sentence_settles_once_no_running_beam_can_reach_its_returned_hypotheses():
@@ -156,7 +158,7 @@ def test_a_sentence_settles_once_no_running_beam_can_reach_its_returned_hypothes
     finished = torch.tensor([[-2.5, -4.0], [-3.5, -1e9]])
     filled = torch.tensor([[True, True], [True, False]])
     at = dict(cur_len=5, max_length=11, decoder_prompt_len=1)
-    rows = EndedRows(num_beams=2)
+    rows = LiveRows(num_beams=2)
     assert not rows.sentences_settled(running, finished, filled, length_penalty=0.0, **at).any()  # processors unknown
     rows.scores_never_rise = True
     # No penalty: -2.5 > -3.0 settles sentence 0; sentence 1's best (-3.5) could still be beaten.
@@ -187,7 +189,7 @@ def test_beam_search_keeps_every_sentence_open_when_a_processor_can_raise_scores
         assert torch.equal(model.generate(**kwargs), stock)
         # The case is sensitive: settling anyway (as if the bias could not raise scores) changes the output.
         raising = (SequenceBiasLogitsProcessor,)
-        monkeypatch.setattr(modeling, "NON_RAISING_PROCESSORS", modeling.NON_RAISING_PROCESSORS + raising)
+        monkeypatch.setattr(generation, "NON_RAISING_PROCESSORS", generation.NON_RAISING_PROCESSORS + raising)
         forced = model.generate(**kwargs)
     assert forced.shape != stock.shape or not torch.equal(forced, stock)
 
@@ -286,9 +288,7 @@ def test_transition_scores_of_beams_are_target_log_probabilities():
 
 def test_beam_scores_detect_a_broken_reorder(monkeypatch):
     """Negative control: with reordering disabled, the re-score check above must fail."""
-    from hf_rnn.translator.modeling_lstm_seq2seq import LSTMSeq2SeqCache
-
-    monkeypatch.setattr(LSTMSeq2SeqCache, "reorder_cache", lambda self, beam_idx: None)
+    monkeypatch.setattr(LSTMSeq2SeqForConditionalGeneration, "_reorder_cache", lambda self, cache, beam_idx: cache)
     model = tiny_model(seed=6)
     source, mask = random_batch([6, 2, 4], model.config.vocab_size, seed=7)
     with torch.no_grad():
@@ -680,3 +680,44 @@ def test_the_max_length_seq2seq_trainer_writes_into_the_generation_config_is_not
         assert model.generate(input_ids=source, attention_mask=mask).shape[1] == 1 + 70
         assert model.generate(input_ids=source, attention_mask=mask, max_new_tokens=5).shape[1] == 6
     assert "max_length" not in transformers_log.out
+
+
+def test_generation_code_travels_with_the_model(tmp_path):
+    """`save_pretrained` copies the generation file beside the modeling file; a process without hf_rnn loads the
+    model as remote code, generates with the same hooks (finished sentences dropped) and gets the same tokens."""
+    model = tiny_model(seed=3, hidden_size=32, embedding_size=16)
+    model.save_pretrained(tmp_path / "model")
+    assert (tmp_path / "model" / "generation_lstm_seq2seq.py").is_file()
+    source, mask = random_batch([6, 2, 5, 3, 6, 4, 1, 5], model.config.vocab_size, seed=9)
+    torch.save({"input_ids": source, "attention_mask": mask}, tmp_path / "inputs.pt")
+    with torch.no_grad():
+        expected = [
+            model.generate(source, attention_mask=mask, num_beams=k, max_new_tokens=12).tolist() for k in (1, 4)
+        ]
+    script = (
+        BLOCK_HF_RNN
+        + f"""
+import json, torch
+from transformers import AutoModelForSeq2SeqLM
+model = AutoModelForSeq2SeqLM.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
+mixin = next(c for c in type(model).__mro__ if c.__name__ == "LSTMSeq2SeqGenerationMixin")
+assert mixin.__module__.startswith("transformers_modules"), mixin.__module__
+inputs = torch.load({str(tmp_path / "inputs.pt")!r})
+rows = []
+model.lm_head.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+with torch.no_grad():
+    out = [model.generate(**inputs, num_beams=k, max_new_tokens=12).tolist() for k in (1, 4)]
+print(json.dumps([out, min(rows) < len(inputs["input_ids"])]))
+"""
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=subprocess_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [expected, True]

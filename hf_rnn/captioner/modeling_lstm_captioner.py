@@ -7,7 +7,7 @@ previous hidden state, reads [keyword embedding; context] and predicts the next 
 (Xu et al., 2015).
 
 It plugs into the stock `GenerationMixin`: the recurrent state travels between decoding steps
-as `cache` (an `LSTMCaptionerCache`), which beam search reorders in place. The default
+as `cache` (an `LSTMCaptionerCache`), which beam search reorders through `_reorder_cache`. The default
 generation config sets `no_repeat_ngram_size=1`, so a keyword never repeats within one output.
 Only sibling imports are used so this file travels as Hub remote code.
 """
@@ -121,11 +121,13 @@ class LSTMCaptionerCache:
         self.attention_keys = attention_keys  # (batch, num_positions, attention_size)
         self.seen_tokens = seen_tokens
 
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        """Beam search keeps the states of the surviving hypotheses (in place, as generate expects)."""
-        self.hidden = self.hidden.index_select(0, beam_idx.to(self.hidden.device))
-        self.cell = self.cell.index_select(0, beam_idx.to(self.cell.device))
-        self.attention_keys = self.attention_keys.index_select(0, beam_idx.to(self.attention_keys.device))
+    def select(self, index: torch.LongTensor) -> "LSTMCaptionerCache":
+        """The state of rows `index` (batch positions, repeats allowed): beam search's reordering."""
+
+        def rows(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.index_select(0, index.to(tensor.device))
+
+        return LSTMCaptionerCache(rows(self.hidden), rows(self.cell), rows(self.attention_keys), self.seen_tokens)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen_tokens
@@ -235,10 +237,11 @@ class LSTMCaptionerAttention(nn.Module):
     def forward(
         self, query: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """query (B, H), memory (B, N, H), keys (B, N, A) -> context (B, H), weights (B, N)."""
-        scores = self.energy(torch.tanh(keys + self.query_proj(query).unsqueeze(1))).squeeze(-1)
-        weights = torch.softmax(scores, dim=-1)
-        return torch.bmm(weights.unsqueeze(1), memory).squeeze(1), weights
+        """query (B, H) previous LSTM state, memory (B, N, H) image features, keys (B, N, A) from `key_proj` ->
+        context (B, H) and weights (B, N): e = v·tanh(W_k m + W_q h), weights = softmax(e) (Xu et al., 2015)."""
+        energy = torch.tanh(keys + self.query_proj(query).unsqueeze(1))  # (B, N, A)
+        weights = torch.softmax(self.energy(energy).squeeze(-1), dim=-1)  # (B, N)
+        return torch.bmm(weights.unsqueeze(1), memory).squeeze(1), weights  # (B, 1, N) @ (B, N, H) -> (B, H)
 
 
 class LSTMCaptionerDecoder(nn.Module):
@@ -256,7 +259,7 @@ class LSTMCaptionerDecoder(nn.Module):
 
     def init_cache(self, memory: torch.Tensor) -> LSTMCaptionerCache:
         """State before the first keyword: tanh-projected mean feature; attention keys computed once per image."""
-        mean = memory.mean(dim=1)
+        mean = memory.mean(dim=1)  # (B, N, H) -> (B, H)
         return LSTMCaptionerCache(
             torch.tanh(self.init_hidden(mean)), torch.tanh(self.init_cell(mean)), self.attention.key_proj(memory)
         )
@@ -264,19 +267,21 @@ class LSTMCaptionerDecoder(nn.Module):
     def forward(
         self, input_ids: torch.LongTensor, memory: torch.Tensor, cache: LSTMCaptionerCache | None = None
     ) -> tuple[torch.Tensor, LSTMCaptionerCache, torch.Tensor, torch.Tensor]:
-        """LSTM outputs (B, T, H) after dropout, the state after the last token, attention (B, T, N), embeddings."""
+        """input_ids (B, T) keyword ids read after the state in `cache` (from the image when None), memory (B, N, H)
+        -> LSTM outputs (B, T, H) after dropout, the state after the last token, attention weights (B, T, N) and
+        embeddings (B, T, E)."""
         check_token_ids("decoder_input_ids", input_ids, self.config.vocab_size)
         if cache is None:
             cache = self.init_cache(memory)
-        embeddings = self.embed_tokens(input_ids)
-        hidden, cell = cache.hidden, cache.cell
+        embeddings = self.embed_tokens(input_ids)  # (B, T, E)
+        hidden, cell = cache.hidden, cache.cell  # (B, H) each
         output_steps, weight_steps = [], []
         for t in range(input_ids.shape[1]):
-            context, weights = self.attention(hidden, memory, cache.attention_keys)
-            hidden, cell = self.cell(torch.cat([embeddings[:, t], context], dim=-1), (hidden, cell))
+            context, weights = self.attention(hidden, memory, cache.attention_keys)  # (B, H), (B, N)
+            hidden, cell = self.cell(torch.cat([embeddings[:, t], context], dim=-1), (hidden, cell))  # (B, E + H) in
             output_steps.append(hidden)
             weight_steps.append(weights)
-        outputs = self.dropout(torch.stack(output_steps, dim=1))
+        outputs = self.dropout(torch.stack(output_steps, dim=1))  # (B, T, H)
         new_cache = LSTMCaptionerCache(hidden, cell, cache.attention_keys, cache.seen_tokens + input_ids.shape[1])
         return outputs, new_cache, torch.stack(weight_steps, dim=1), embeddings
 
@@ -483,6 +488,10 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
         )
         self._length_used = (generation_config.max_length, input_ids_length)
         return generation_config
+
+    def _reorder_cache(self, cache: LSTMCaptionerCache, beam_idx: torch.LongTensor) -> LSTMCaptionerCache:
+        """Beam search: each row takes the state of the beam it continues (`beam_idx`, over the whole batch)."""
+        return cache.select(beam_idx)
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
