@@ -301,7 +301,7 @@ def test_errors_name_the_problem():
         model(pixel_values=pixels(2, size=32), decoder_input_ids=torch.tensor([[1], [1]]))
     with pytest.raises(ValueError, match=r"shape \(batch, 3, 64, 64\), got .* \(3, 64, 64\)"):
         model.generate(pixel_values=pixels(1)[0])
-    with pytest.raises(ValueError, match="`decoder_input_ids` contains token id 21, outside the keyword vocabulary"):
+    with pytest.raises(ValueError, match="`decoder_input_ids` contains token id 21, outside the vocabulary"):
         model(pixel_values=pixels(1), decoder_input_ids=torch.tensor([[1, 21]]))
     with pytest.raises(ValueError, match="`labels` contains token id -5"):
         model(pixel_values=pixels(1), labels=torch.tensor([[4, -5]]))

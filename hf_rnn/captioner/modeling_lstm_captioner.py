@@ -28,9 +28,11 @@ logger = logging.get_logger(__name__)
 
 # transformers' own default `max_length`, which Seq2SeqTrainer writes into `model.generation_config` when evaluating:
 # found there, it is nobody's choice.
+# Copied from hf_rnn.translator.generation_lstm_seq2seq.TRANSFORMERS_DEFAULT_MAX_LENGTH
 TRANSFORMERS_DEFAULT_MAX_LENGTH = GenerationConfig._get_default_generation_params()["max_length"]
 
 
+# Copied from hf_rnn.translator.generation_lstm_seq2seq.chosen_length_limits
 def chosen_length_limits(own: GenerationConfig, given: GenerationConfig | None, kwargs: dict) -> tuple[bool, bool]:
     """Whether a generate() call, the config passed to it or the model's generation config `own` chose a
     `max_length`, and whether any of them chose `max_new_tokens`."""
@@ -42,6 +44,7 @@ def chosen_length_limits(own: GenerationConfig, given: GenerationConfig | None, 
     return max_length is not None, (max_new_tokens if max_new_tokens is not None else own.max_new_tokens) is not None
 
 
+# Copied from hf_rnn.translator.generation_lstm_seq2seq.count_cut
 def count_cut(sequences: torch.Tensor, max_length: int, eos_token_id: int | list[int] | None) -> int:
     """How many generated `sequences` (batch, length) reached `max_length` without an end token."""
     if eos_token_id is None or sequences.shape[1] < max_length:
@@ -50,6 +53,7 @@ def count_cut(sequences: torch.Tensor, max_length: int, eos_token_id: int | list
     return int((~torch.isin(sequences, eos).any(dim=1)).sum())
 
 
+# Copied from hf_rnn.translator.modeling_lstm_seq2seq.check_token_ids
 def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False) -> None:
     """Raise a readable error instead of torch's opaque 'index out of range' inside an embedding."""
     valid = (ids >= 0) & (ids < vocab_size)
@@ -58,11 +62,12 @@ def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore:
     if not bool(valid.all()):
         bad = ids[~valid][0].item()
         raise ValueError(
-            f"`{name}` contains token id {bad}, outside the keyword vocabulary [0, {vocab_size}). Was it made by a "
+            f"`{name}` contains token id {bad}, outside the vocabulary [0, {vocab_size}). Was the input made by a "
             f"different tokenizer than the one this model was trained with?"
         )
 
 
+# Copied from hf_rnn.translator.modeling_lstm_seq2seq.shift_tokens_right
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
     """Teacher forcing: the decoder reads <start> y_1 ... y_{n-1} and predicts y_1 ... y_n."""
     shifted = labels.new_full(labels.shape, pad_token_id)
@@ -71,6 +76,7 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
+# Copied from hf_rnn.translator.modeling_lstm_seq2seq.token_cross_entropy
 def token_cross_entropy(
     logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -129,6 +135,7 @@ class LSTMCaptionerCache:
 
         return LSTMCaptionerCache(rows(self.hidden), rows(self.cell), rows(self.attention_keys), self.seen_tokens)
 
+    # Copied from hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqCache.get_seq_length
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen_tokens
 
@@ -295,6 +302,7 @@ class LSTMCaptionerPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = False
     _no_split_modules = ["LSTMCaptionerVisionEncoder", "LSTMCaptionerDecoder"]
 
+    # Copied from hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqPreTrainedModel._supports_default_dynamic_cache
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         # The recurrent state is not a key/value cache: generate must not build a DynamicCache for it.
@@ -325,6 +333,7 @@ class LSTMCaptionerPreTrainedModel(PreTrainedModel):
             if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
                 init.zeros_(module.weight[module.padding_idx])
 
+    # Copied from hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqPreTrainedModel.save_pretrained with LSTMSeq2Seq->LSTMCaptioner, AutoModelForSeq2SeqLM->AutoModelForImageTextToText  # noqa: E501
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
         """When the code travels with the weights, point every Auto class at it, not just the one registered."""
         if self._auto_class is not None:
@@ -493,12 +502,15 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
         """Beam search: each row takes the state of the beam it continues (`beam_idx`, over the whole batch)."""
         return cache.select(beam_idx)
 
+    # Copied from hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqForConditionalGeneration.get_output_embeddings
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
+    # Copied from hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqForConditionalGeneration.set_output_embeddings
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
+    # Copied from hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqForConditionalGeneration.prepare_decoder_input_ids_from_labels  # noqa: E501
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
