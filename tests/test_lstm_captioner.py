@@ -335,6 +335,29 @@ def test_resize_token_embeddings_resizes_every_part_and_the_model_reloads(tied, 
         torch.testing.assert_close(loaded.eval()(pixel_values=pixels(2), decoder_input_ids=prompt).logits, expected)
 
 
+def test_activation_checkpointing_recomputes_attention_and_keeps_every_gradient():
+    model = tiny_captioner(seed=5).train()
+    labels = torch.tensor([[5, 6, 7, 2], [8, 2, -100, -100]])
+    images = pixels(2)
+
+    def gradients() -> tuple[dict[str, torch.Tensor], int]:
+        calls = []
+        # A layer inside the attention: its hooks also fire when the backward pass recomputes the attention.
+        hook = model.model.decoder.attention.energy.register_forward_hook(lambda *_: calls.append(1))
+        model.zero_grad()
+        torch.manual_seed(0)  # BatchNorm in training mode is deterministic; dropout is 0
+        model(pixel_values=images, labels=labels).loss.backward()
+        hook.remove()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}, len(calls)
+
+    plain, plain_calls = gradients()
+    model.activation_checkpointing_enable()
+    checkpointed, checkpointed_calls = gradients()
+    assert checkpointed_calls == 2 * plain_calls
+    for name, gradient in plain.items():
+        torch.testing.assert_close(checkpointed[name], gradient, atol=1e-6, rtol=1e-5, msg=name)
+
+
 # --- vision backbones ---------------------------------------------------------------------------
 
 

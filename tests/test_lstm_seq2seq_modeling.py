@@ -721,3 +721,34 @@ print(json.dumps([out, min(rows) < len(inputs["input_ids"])]))
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [expected, True]
+
+
+@pytest.mark.parametrize("attention_type,input_feeding", [("concat", True), ("general", False)])
+def test_activation_checkpointing_recomputes_attention_and_keeps_every_gradient(attention_type, input_feeding):
+    """With checkpointing on, the attention layer runs again in the backward pass and the gradients of every
+    parameter equal those computed without it."""
+    model = tiny_model(seed=5, attention_type=attention_type, input_feeding=input_feeding).train()
+    source, mask = random_batch([5, 3, 4], model.config.vocab_size, seed=2)
+    labels = torch.tensor([[5, 6, 7, 2], [8, 2, -100, -100], [9, 10, 2, -100]])
+
+    def gradients() -> tuple[dict[str, torch.Tensor], int]:
+        calls = []
+        # A layer inside the attention: its hooks also fire when the backward pass recomputes the attention.
+        hook = model.model.decoder.attention.output_proj.register_forward_hook(lambda *_: calls.append(1))
+        model.zero_grad()
+        model(input_ids=source, attention_mask=mask, labels=labels).loss.backward()
+        hook.remove()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}, len(calls)
+
+    plain, plain_calls = gradients()
+    model.activation_checkpointing_enable()
+    checkpointed, checkpointed_calls = gradients()
+    assert model.is_activation_checkpointing and checkpointed_calls == 2 * plain_calls
+    for name, gradient in plain.items():
+        torch.testing.assert_close(checkpointed[name], gradient, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_activation_checkpointing_without_attention_says_why_not():
+    model = tiny_model(attention_type="none")
+    with pytest.raises(ValueError, match="not supported with `attention_type='none'`: it recomputes the attention"):
+        model.activation_checkpointing_enable()

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.utils import logging
 
@@ -232,7 +233,7 @@ class LSTMCaptionerVisionEncoder(nn.Module):
         return result if return_dict is not False else result.to_tuple()
 
 
-class LSTMCaptionerAttention(nn.Module):
+class LSTMCaptionerAttention(GradientCheckpointingLayer):
     """Additive (Bahdanau) soft attention over image positions, queried with the previous LSTM state."""
 
     def __init__(self, config: LSTMCaptionerConfig):
@@ -299,7 +300,10 @@ class LSTMCaptionerPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
-    supports_gradient_checkpointing = False
+    # Activation checkpointing recomputes the attention layer in the backward pass (its largest activation, e.g.
+    # concat attention's (batch, target, source, hidden) energies). The recurrent layers keep theirs: backpropagation
+    # through time needs every step's state, and a fused nn.LSTM call has no layers to checkpoint one at a time.
+    supports_gradient_checkpointing = True
     _no_split_modules = ["LSTMCaptionerVisionEncoder", "LSTMCaptionerDecoder"]
 
     # Copied from hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqPreTrainedModel._supports_default_dynamic_cache
@@ -377,9 +381,17 @@ class LSTMCaptionerModel(LSTMCaptionerPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput | tuple:
-        """`decoder_attention_mask` is accepted for API compatibility: a causal RNN never looks ahead, and
+        """pixel_values (B, C, H, W) (or precomputed `encoder_outputs`), decoder_input_ids (B, T) keyword ids read
+        after `cache` (from the image when None) -> `last_hidden_state` (B, T, hidden_size) LSTM outputs, `cache`
+        the state after the last keyword, `cross_attentions` ((B, 1, T, positions),) with `output_attentions`.
+
+        `decoder_attention_mask` is accepted for API compatibility: a causal RNN never looks ahead, and
         positions after a sequence's end only produce outputs the loss ignores. Every image position is
-        attended to, so there is no encoder mask."""
+        attended to, so there is no encoder mask.
+
+        Raises:
+            ValueError: pixel values of the wrong shape or type, keyword ids outside the vocabulary.
+        """
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -529,8 +541,12 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
         num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
-        """`labels` keyword ids ending with `</s>`, -100 where the loss ignores them (padding); the loss is
-        their mean token cross-entropy, or the sum over `num_items_in_batch` when given (see `token_cross_entropy`)."""
+        """`LSTMCaptionerModel.forward` plus the softmax layer: `logits` (B, T, vocab_size).
+
+        `labels` (B, T): keyword ids ending with `</s>`, -100 where the loss ignores them (padding); without
+        `decoder_input_ids` they are shifted right into them. The loss is their mean token cross-entropy, or the
+        sum over `num_items_in_batch` when given (see `token_cross_entropy`).
+        """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None:
             check_token_ids("labels", labels, self.config.vocab_size, allow_ignore=True)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 
 from .configuration_lstm_seq2seq import LSTMSeq2SeqConfig
@@ -149,7 +150,7 @@ class LSTMSeq2SeqCache:
         return self.hidden if self.cell is None else (self.hidden, self.cell)
 
 
-class LSTMSeq2SeqAttention(nn.Module):
+class LSTMSeq2SeqAttention(GradientCheckpointingLayer):
     """Global attention over the encoder outputs, then the attentional vector tanh(W[c; h]) (Luong et al., 2015).
 
     Scores: "dot" h·s, "general" h·W·s (Luong), "concat" v·tanh(W_q h + W_k s) (Bahdanau et al., 2015).
@@ -378,13 +379,25 @@ class LSTMSeq2SeqPreTrainedModel(PreTrainedModel):
     config_class = LSTMSeq2SeqConfig
     base_model_prefix = "model"
     main_input_name = "input_ids"
-    supports_gradient_checkpointing = False
+    # Activation checkpointing recomputes the attention layer in the backward pass (its largest activation, e.g.
+    # concat attention's (batch, target, source, hidden) energies). The recurrent layers keep theirs: backpropagation
+    # through time needs every step's state, and a fused nn.LSTM call has no layers to checkpoint one at a time.
+    supports_gradient_checkpointing = True
     _no_split_modules = ["LSTMSeq2SeqEncoder", "LSTMSeq2SeqDecoder"]
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         # The recurrent state is not a key/value cache: generate must not build a DynamicCache for it.
         return False
+
+    def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs) -> None:
+        if enable and self.config.attention_type == "none":
+            raise ValueError(
+                "Activation checkpointing is not supported with `attention_type='none'`: it recomputes the attention "
+                "layer, and the recurrent layers keep their activations (backpropagation through time needs every "
+                "step's state)."
+            )
+        super()._set_gradient_checkpointing(enable, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Uniform(-r, r) everywhere, as the OpenNMT/JoeyNMT baselines do; padding embeddings start at zero."""
@@ -513,8 +526,18 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput | tuple:
-        """`decoder_attention_mask` is accepted for API compatibility: a causal RNN never looks ahead, and
-        positions after a target's end only produce outputs the loss ignores."""
+        """input_ids / attention_mask (B, S) the right-padded source (or precomputed `encoder_outputs` with the mask),
+        decoder_input_ids (B, T) read after `cache` (the state after earlier target tokens; from the encoder when
+        None) -> `last_hidden_state` (B, T, H) attentional vectors, `cache` the state after the last token,
+        `cross_attentions` ((B, 1, T, S),) with `output_attentions`, `decoder_hidden_states` (embeddings, RNN
+        outputs, attentional vectors) with `output_hidden_states`.
+
+        `decoder_attention_mask` is accepted for API compatibility: a causal RNN never looks ahead, and
+        positions after a target's end only produce outputs the loss ignores.
+
+        Raises:
+            ValueError: token ids outside the vocabularies, left padding or empty sources, missing inputs.
+        """
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -597,8 +620,12 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, LSTMSeq2Se
         num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
-        """`labels` use -100 for positions the loss ignores (padding), as everywhere in transformers; the loss is
-        their mean token cross-entropy, or the sum over `num_items_in_batch` when given (see `token_cross_entropy`)."""
+        """`LSTMSeq2SeqModel.forward` plus the softmax layer: `logits` (B, T, decoder_vocab_size).
+
+        `labels` (B, T) use -100 for positions the loss ignores (padding), as everywhere in transformers; without
+        `decoder_input_ids` they are shifted right into them. The loss is their mean token cross-entropy, or the
+        sum over `num_items_in_batch` when given (see `token_cross_entropy`).
+        """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None:
             check_token_ids("labels", labels, self.config.decoder_vocab_size, allow_ignore=True)
