@@ -8,11 +8,13 @@ k times the loss and the gradients. Learning rate 0 keeps the weights fixed; the
 gradient norm of the one step are compared across splits, with and without label smoothing
 (Trainer's `LabelSmoother` then computes the loss from the logits).
 
-Run as a script (`torchrun --nproc_per_node 2 tests/test_loss_normalization.py MODEL BATCH ACCUM SMOOTHING`),
-this module trains one step and prints its figures as JSON: the two-process test starts it so.
+Run as a script (`torchrun --nproc_per_node 2 tests/test_loss_normalization.py MODEL BATCH ACCUM SMOOTHING DIR`),
+this module trains one step and writes each process's figures to DIR/figures-RANK.json: the two-process test
+starts it so.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -111,7 +113,7 @@ def test_two_processes_give_the_loss_and_gradient_of_one(smoothing, tmp_path):
     command += [__file__, "translator", "4", "1", str(smoothing), str(tmp_path / "two")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-3000:]
-    reported = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"')]
+    reported = [json.loads(path.read_text()) for path in sorted((tmp_path / "two").glob("figures-*.json"))]
     assert len(reported) == 2, result.stdout  # each process logs the same (reduced) figures
     for split in reported:
         assert split["loss"] == pytest.approx(whole["loss"], abs=1e-5), (reported, whole)
@@ -121,4 +123,5 @@ def test_two_processes_give_the_loss_and_gradient_of_one(smoothing, tmp_path):
 if __name__ == "__main__":
     kind, batch_size, accumulation, smoothing, output_dir = sys.argv[1:]
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    print(json.dumps(one_step(kind, int(batch_size), int(accumulation), float(smoothing), output_dir)), flush=True)
+    figures = one_step(kind, int(batch_size), int(accumulation), float(smoothing), output_dir)
+    (Path(output_dir) / f"figures-{os.environ.get('RANK', '0')}.json").write_text(json.dumps(figures))
