@@ -253,8 +253,10 @@ class LSTMSeq2SeqGenerationMixin(GenerationMixin):
         mask, input_ids = kwargs.get("attention_mask"), inputs if inputs is not None else kwargs.get("input_ids")
         if mask is not None:
             source_length = int(mask.sum(dim=-1).max())
-        elif input_ids is not None:
+        elif input_ids is not None and self.config.pad_token_id is not None:
             source_length = int(input_ids.ne(self.config.pad_token_id).sum(dim=-1).max())
+        elif input_ids is not None:
+            source_length = input_ids.shape[-1]
         else:
             source_length = kwargs["encoder_outputs"][0].shape[1]
         ratio = getattr(config, "max_new_tokens_ratio", MAX_NEW_TOKENS_RATIO)
