@@ -10,6 +10,7 @@ import torch
 from hf_rnn import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 

@@ -1,14 +1,18 @@
 """The image-to-keywords captioner: config, processor, decoding correctness, saved format, remote code, pipeline."""
 
 import json
+import logging
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from helpers import BLOCK_HF_RNN, subprocess_env
+from helpers import BLOCK_HF_RNN, FIXTURES, subprocess_env
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoModelForImageTextToText, AutoProcessor, ResNetConfig, ResNetModel, ViTConfig, pipeline
+from transformers.generation import utils as generation_utils
+from transformers.testing_utils import CaptureLogger
 
 from hf_rnn import (
     LSTMCaptionerConfig,
@@ -17,7 +21,6 @@ from hf_rnn import (
     LSTMCaptionerProcessor,
     build_keyword_tokenizer,
 )
-from hf_rnn.captioner.modeling_lstm_captioner import LSTMCaptionerCache
 from hf_rnn.data.landscapes import KEYWORDS, render_landscape
 
 TINY_RESNET = dict(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
@@ -62,21 +65,38 @@ def pixels(batch: int, seed: int = 0, size: int = 64) -> torch.Tensor:
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"hidden_size": 0}, "`hidden_size` must be a positive integer"),
-        ({"attention_size": 2.5}, "`attention_size` must be a positive integer"),
-        ({"cnn_channels": []}, "`cnn_channels` must be a non-empty list"),
+        ({"hidden_size": 0}, "field 'hidden_size':\n    ValueError: must be positive, got 0"),
+        ({"attention_size": 2.5}, "Field 'attention_size' expected int, got float"),
+        ({"cnn_channels": []}, "field 'cnn_channels':\n    ValueError: must be a non-empty list of positive integers"),
         ({"image_size": 4}, "`image_size`=4 is too small for 3 CNN blocks"),
-        ({"dropout": 1.0}, "`dropout` must be a float in [0, 1)"),
+        ({"dropout": 1.0}, "field 'dropout':\n    ValueError: must be in [0, 1), got 1.0"),
         ({"tie_word_embeddings": True, "embedding_size": 6}, "`tie_word_embeddings=True` needs `embedding_size`"),
         ({"eos_token_id": 50}, "`eos_token_id` must be None or an id in [0, 21)"),
-        ({"vision_config": {"hidden_sizes": [8]}}, "`vision_config` given as a dict needs a `model_type`"),
+        (
+            {"vision_config": {"hidden_sizes": [8]}},
+            "field 'vision_config':\n    ValueError: a dict needs a `model_type`",
+        ),
         ({"vision_config": ResNetConfig(num_channels=1), "num_channels": 3}, "`num_channels`=3 contradicts"),
+        ({"max_keyword": 3}, "LSTMCaptionerConfig has no field `max_keyword`; did you mean `max_keywords`?"),
     ],
 )
 def test_config_validation_names_the_field(kwargs, message):
-    with pytest.raises(ValueError) as error:
+    with pytest.raises((ValueError, TypeError, StrictDataclassError)) as error:
         LSTMCaptionerConfig(vocab_size=21, **kwargs)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["captioner", "captioner_resnet"])
+def test_configs_saved_before_typed_fields_still_load(name, tmp_path):
+    """config.json files written by the untyped config class (built-in CNN, ResNet backbone) load unchanged."""
+    saved = json.loads((FIXTURES / "configs_saved_before_strict" / f"{name}.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = LSTMCaptionerConfig.from_pretrained(tmp_path).to_dict()
+    for key, value in saved.items():
+        if key == "vision_config" and value is not None:
+            assert {k: loaded[key][k] for k in value} == value
+        elif key != "transformers_version":
+            assert loaded[key] == value, key
 
 
 def test_config_fields_follow_the_encoder_and_round_trip(tmp_path):
@@ -208,7 +228,7 @@ def test_beam_scores_equal_teacher_forced_rescore(length_penalty):
 
 def test_beam_scores_detect_a_broken_reorder(monkeypatch):
     """Negative control: with reordering disabled, the re-score check above must fail."""
-    monkeypatch.setattr(LSTMCaptionerCache, "reorder_cache", lambda self, beam_idx: None)
+    monkeypatch.setattr(LSTMCaptionerForConditionalGeneration, "_reorder_cache", lambda self, cache, beam_idx: cache)
     model = tiny_captioner(seed=2)
     images = pixels(3, seed=3)
     with torch.no_grad():
@@ -228,7 +248,6 @@ def keyword_bodies(model, sequences: torch.Tensor) -> list[list[int]]:
 def test_no_keyword_repeats_by_default():
     model = tiny_captioner(seed=4)
     assert model.generation_config.no_repeat_ngram_size == 1
-    assert model.generation_config.max_length == model.config.max_keywords + 2
     images = pixels(6, seed=5)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -242,6 +261,25 @@ def test_no_keyword_repeats_by_default():
     for sequences in outputs:
         assert all(len(body) == len(set(body)) for body in keyword_bodies(model, sequences))
     assert any(len(body) != len(set(body)) for body in keyword_bodies(model, unconstrained))
+
+
+def test_keyword_cap_applies_unless_a_limit_is_chosen_and_cuts_are_reported(caplog):
+    """`max_keywords` caps an output (start, keywords, `</s>`); a caller's limit replaces it without transformers'
+    "both max_new_tokens and max_length" warning; outputs that hit a limit without `</s>` are reported once."""
+    model = tiny_captioner(seed=4, max_keywords=3)
+    with torch.no_grad():
+        model.lm_head.bias[model.config.eos_token_id] = -1e4  # never ends
+    images = pixels(3, seed=5)
+    with torch.no_grad(), caplog.at_level(logging.WARNING), CaptureLogger(generation_utils.logger) as transformers_log:
+        assert model.generate(pixel_values=images).shape[1] == 3 + 2
+        assert model.generate(pixel_values=images, num_beams=2).shape[1] == 3 + 2
+        assert model.generate(pixel_values=images, max_new_tokens=6).shape[1] == 1 + 6
+        prompt = torch.tensor([[1, 5]] * 3)  # a keyword prompt counts towards the cap
+        assert model.generate(pixel_values=images, decoder_input_ids=prompt).shape[1] == 3 + 2
+    assert "max_length" not in transformers_log.out
+    cuts = [r.getMessage() for r in caplog.records if "without `</s>` and were cut" in r.getMessage()]
+    assert [message.split(" (")[0] for message in cuts] == ["3 of 3 keyword lists reached the length limit"] * 4
+    assert "(6 new tokens)" in cuts[2] and "`max_keywords`" in cuts[0]
 
 
 def test_batched_generation_equals_one_image_at_a_time():
@@ -263,10 +301,61 @@ def test_errors_name_the_problem():
         model(pixel_values=pixels(2, size=32), decoder_input_ids=torch.tensor([[1], [1]]))
     with pytest.raises(ValueError, match=r"shape \(batch, 3, 64, 64\), got .* \(3, 64, 64\)"):
         model.generate(pixel_values=pixels(1)[0])
-    with pytest.raises(ValueError, match="`decoder_input_ids` contains token id 21, outside the keyword vocabulary"):
+    with pytest.raises(ValueError, match="`decoder_input_ids` contains token id 21, outside the vocabulary"):
         model(pixel_values=pixels(1), decoder_input_ids=torch.tensor([[1, 21]]))
     with pytest.raises(ValueError, match="`labels` contains token id -5"):
         model(pixel_values=pixels(1), labels=torch.tensor([[4, -5]]))
+
+
+@pytest.mark.parametrize("new_size", [27, 15], ids=["grow", "shrink"])
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_resize_token_embeddings_resizes_every_part_and_the_model_reloads(tied, new_size, tmp_path):
+    """Keyword embeddings, softmax layer (weight, bias) and `vocab_size` take the new size; a tied softmax layer
+    stays tied; kept rows keep their values; the saved model loads and computes the same logits."""
+    model = tiny_captioner(tie_word_embeddings=tied, embedding_size=12)
+    kept = min(new_size, model.config.vocab_size)
+    old_rows = model.model.decoder.embed_tokens.weight[:kept].clone()
+    model.resize_token_embeddings(new_size)
+    parts = {
+        "embeddings": model.model.decoder.embed_tokens.weight.shape[0],
+        "output weight": model.lm_head.weight.shape[0],
+        "output bias": model.lm_head.bias.shape[0],
+        "output features": model.lm_head.out_features,
+        "vocab_size": model.config.vocab_size,
+    }
+    assert parts == dict.fromkeys(parts, new_size)
+    torch.testing.assert_close(model.model.decoder.embed_tokens.weight[:kept], old_rows, atol=0, rtol=0)
+    assert (model.lm_head.weight is model.model.decoder.embed_tokens.weight) == tied
+    model.save_pretrained(tmp_path)
+    loaded, info = LSTMCaptionerForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    prompt = torch.tensor([[1, new_size - 1], [1, 4]])
+    with torch.no_grad():
+        expected = model(pixel_values=pixels(2), decoder_input_ids=prompt).logits
+        torch.testing.assert_close(loaded.eval()(pixel_values=pixels(2), decoder_input_ids=prompt).logits, expected)
+
+
+def test_activation_checkpointing_recomputes_attention_and_keeps_every_gradient():
+    model = tiny_captioner(seed=5).train()
+    labels = torch.tensor([[5, 6, 7, 2], [8, 2, -100, -100]])
+    images = pixels(2)
+
+    def gradients() -> tuple[dict[str, torch.Tensor], int]:
+        calls = []
+        # A layer inside the attention: its hooks also fire when the backward pass recomputes the attention.
+        hook = model.model.decoder.attention.energy.register_forward_hook(lambda *_: calls.append(1))
+        model.zero_grad()
+        torch.manual_seed(0)  # BatchNorm in training mode is deterministic; dropout is 0
+        model(pixel_values=images, labels=labels).loss.backward()
+        hook.remove()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}, len(calls)
+
+    plain, plain_calls = gradients()
+    model.activation_checkpointing_enable()
+    checkpointed, checkpointed_calls = gradients()
+    assert checkpointed_calls == 2 * plain_calls
+    for name, gradient in plain.items():
+        torch.testing.assert_close(checkpointed[name], gradient, atol=1e-6, rtol=1e-5, msg=name)
 
 
 # --- vision backbones ---------------------------------------------------------------------------

@@ -1,18 +1,25 @@
 """Correctness of the translator, each check against an independent computation."""
 
 import itertools
+import json
+import logging
+import subprocess
+import sys
 
 import pytest
 import torch
-from helpers import random_batch, tiny_config, tiny_model
+from helpers import BLOCK_HF_RNN, FIXTURES, random_batch, subprocess_env, tiny_config, tiny_model
+from huggingface_hub.errors import StrictDataclassError
 from torch.func import functional_call
-from transformers import GenerationMixin
+from transformers import AutoConfig, GenerationConfig, GenerationMixin
+from transformers.generation import utils as generation_utils
 from transformers.generation.logits_process import SequenceBiasLogitsProcessor
+from transformers.testing_utils import CaptureLogger
 
 from hf_rnn import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
-from hf_rnn.translator import modeling_lstm_seq2seq as modeling
+from hf_rnn.translator import generation_lstm_seq2seq as generation
 from hf_rnn.translator.configuration_lstm_seq2seq import ATTENTION_TYPES, CELL_TYPES
-from hf_rnn.translator.modeling_lstm_seq2seq import EndedRows
+from hf_rnn.translator.generation_lstm_seq2seq import LiveRows
 
 COMBINATIONS = list(itertools.product(CELL_TYPES, ATTENTION_TYPES, [True, False]))
 
@@ -112,7 +119,7 @@ def test_dropping_ended_sentences_leaves_greedy_output_unchanged(cell_type, inpu
     ended_at = {(row == eos).nonzero()[0, 0].item() if (row == eos).any() else None for row in stock}
     assert len(ended_at) >= 3, "the test needs sentences that end at different steps"
     assert rows_through_softmax[0] == len(stock) and min(rows_through_softmax) < len(stock)
-    assert model._ended_rows is None  # only set while generate() runs
+    assert model._live_rows is None  # only set while generate() runs
 
 
 @pytest.mark.parametrize(
@@ -142,7 +149,7 @@ def test_dropping_done_sentences_leaves_beam_search_output_unchanged(
         stock = GenerationMixin.generate(model, **kwargs)
     assert torch.equal(ours, stock)
     assert rows_through_softmax[0] == 4 * len(source) and min(rows_through_softmax) < 4 * len(source)
-    assert model._ended_rows is None
+    assert model._live_rows is None
 
 
 def test_a_sentence_settles_once_no_running_beam_can_reach_its_returned_hypotheses():
@@ -151,7 +158,7 @@ def test_a_sentence_settles_once_no_running_beam_can_reach_its_returned_hypothes
     finished = torch.tensor([[-2.5, -4.0], [-3.5, -1e9]])
     filled = torch.tensor([[True, True], [True, False]])
     at = dict(cur_len=5, max_length=11, decoder_prompt_len=1)
-    rows = EndedRows(num_beams=2)
+    rows = LiveRows(num_beams=2)
     assert not rows.sentences_settled(running, finished, filled, length_penalty=0.0, **at).any()  # processors unknown
     rows.scores_never_rise = True
     # No penalty: -2.5 > -3.0 settles sentence 0; sentence 1's best (-3.5) could still be beaten.
@@ -182,7 +189,7 @@ def test_beam_search_keeps_every_sentence_open_when_a_processor_can_raise_scores
         assert torch.equal(model.generate(**kwargs), stock)
         # The case is sensitive: settling anyway (as if the bias could not raise scores) changes the output.
         raising = (SequenceBiasLogitsProcessor,)
-        monkeypatch.setattr(modeling, "NON_RAISING_PROCESSORS", modeling.NON_RAISING_PROCESSORS + raising)
+        monkeypatch.setattr(generation, "NON_RAISING_PROCESSORS", generation.NON_RAISING_PROCESSORS + raising)
         forced = model.generate(**kwargs)
     assert forced.shape != stock.shape or not torch.equal(forced, stock)
 
@@ -205,8 +212,8 @@ def test_rows_are_kept_when_generate_returns_per_row_scores():
     assert all(torch.equal(a, b) for a, b in zip(ours.scores, stock.scores))
 
 
-def rescore(model, source, mask, sequence: torch.Tensor) -> tuple[float, int]:
-    """Sum of log-probabilities of `sequence` (start token first) under a teacher-forced pass, and its length."""
+def token_log_probs(model, source, sequence: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each token of `sequence` (start token first, up to `</s>`) under a teacher-forced pass."""
     tokens = sequence[1:]
     pad, eos = model.config.pad_token_id, model.config.eos_token_id
     if (tokens == eos).any():
@@ -214,9 +221,14 @@ def rescore(model, source, mask, sequence: torch.Tensor) -> tuple[float, int]:
     else:
         tokens = tokens[tokens != pad] if (tokens == pad).any() else tokens
     decoder_input = torch.cat([sequence[:1], tokens[:-1]]).unsqueeze(0)
-    logits = model(input_ids=source, attention_mask=mask, decoder_input_ids=decoder_input).logits[0]
-    log_probs = torch.log_softmax(logits, dim=-1)
-    return log_probs.gather(1, tokens.unsqueeze(1)).sum().item(), tokens.shape[0]
+    logits = model(input_ids=source, decoder_input_ids=decoder_input).logits[0]
+    return torch.log_softmax(logits, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
+
+
+def rescore(model, source, sequence: torch.Tensor) -> tuple[float, int]:
+    """Sum of log-probabilities of `sequence` (start token first) under a teacher-forced pass, and its length."""
+    steps = token_log_probs(model, source, sequence)
+    return steps.sum().item(), steps.shape[0]
 
 
 @pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0])
@@ -240,7 +252,7 @@ def test_beam_scores_equal_teacher_forced_rescore(length_penalty, input_feeding)
         for index, sequence in enumerate(out.sequences):
             row = index // 3
             length = int(mask[row].sum())
-            log_prob, n_tokens = rescore(model, source[row : row + 1, :length], None, sequence)
+            log_prob, n_tokens = rescore(model, source[row : row + 1, :length], sequence)
             expected = log_prob / (n_tokens**length_penalty)
             assert out.sequences_scores[index].item() == pytest.approx(expected, abs=1e-4), index
     # Hypotheses come out best first.
@@ -248,11 +260,35 @@ def test_beam_scores_equal_teacher_forced_rescore(length_penalty, input_feeding)
     assert (scores[:, :-1] >= scores[:, 1:] - 1e-6).all()
 
 
+def test_transition_scores_of_beams_are_target_log_probabilities():
+    """`compute_transition_scores` on beam output, with a target vocabulary narrower than the source one: each
+    step's score is the teacher-forced log-probability of the chosen token, and they add up to the beam's score."""
+    model = tiny_model(seed=6)
+    assert model.config.decoder_vocab_size < model.config.vocab_size
+    source, mask = random_batch([6, 2, 4], model.config.vocab_size, seed=7)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=source,
+            attention_mask=mask,
+            num_beams=4,
+            num_return_sequences=2,
+            length_penalty=0.0,
+            max_new_tokens=9,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        transition = model.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
+        for index, sequence in enumerate(out.sequences):
+            row = index // 2
+            length = int(mask[row].sum())
+            steps = token_log_probs(model, source[row : row + 1, :length], sequence)
+            torch.testing.assert_close(transition[index, : len(steps)], steps, atol=1e-4, rtol=0)
+    torch.testing.assert_close(transition.sum(-1), out.sequences_scores, atol=1e-4, rtol=0)
+
+
 def test_beam_scores_detect_a_broken_reorder(monkeypatch):
     """Negative control: with reordering disabled, the re-score check above must fail."""
-    from hf_rnn.translator.modeling_lstm_seq2seq import LSTMSeq2SeqCache
-
-    monkeypatch.setattr(LSTMSeq2SeqCache, "reorder_cache", lambda self, beam_idx: None)
+    monkeypatch.setattr(LSTMSeq2SeqForConditionalGeneration, "_reorder_cache", lambda self, cache, beam_idx: cache)
     model = tiny_model(seed=6)
     source, mask = random_batch([6, 2, 4], model.config.vocab_size, seed=7)
     with torch.no_grad():
@@ -268,9 +304,19 @@ def test_beam_scores_detect_a_broken_reorder(monkeypatch):
         mismatches = 0
         for index, sequence in enumerate(out.sequences):
             row = index // 3
-            log_prob, n_tokens = rescore(model, source[row : row + 1, : int(mask[row].sum())], None, sequence)
+            log_prob, n_tokens = rescore(model, source[row : row + 1, : int(mask[row].sum())], sequence)
             mismatches += abs(out.sequences_scores[index].item() - log_prob / n_tokens) > 1e-4
     assert mismatches > 0
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_generate_without_attention_mask_reads_it_from_the_padding(num_beams):
+    """`model.generate(input_ids)` masks the padding as transformers does (from `pad_token_id`)."""
+    model = tiny_model(seed=3)
+    source, mask = random_batch([5, 2, 4], model.config.vocab_size, seed=2)
+    with torch.no_grad():
+        expected = model.generate(input_ids=source, attention_mask=mask, max_new_tokens=8, num_beams=num_beams)
+        assert torch.equal(model.generate(source, max_new_tokens=8, num_beams=num_beams), expected)
 
 
 def test_sampling_options_and_constraints():
@@ -356,30 +402,48 @@ def test_loss_ignores_minus_100_and_matches_manual_cross_entropy():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"cell_type": "transformer"}, "`cell_type` must be one of"),
-        ({"attention_type": "luong"}, "`attention_type` must be one of"),
-        ({"decoder_init": "copy"}, "`decoder_init` must be one of"),
-        ({"dropout": 1.0}, "`dropout` must be a float in [0, 1)"),
-        ({"hidden_size": 0}, "`hidden_size` must be a positive integer"),
-        ({"num_encoder_layers": 1.5}, "`num_encoder_layers` must be a positive integer"),
+        ({"cell_type": "transformer"}, "field 'cell_type'"),
+        ({"attention_type": "luong"}, "field 'attention_type'"),
+        ({"decoder_init": "copy"}, "field 'decoder_init'"),
+        ({"dropout": 1.0}, "field 'dropout':\n    ValueError: must be in [0, 1), got 1.0"),
+        ({"hidden_size": 0}, "field 'hidden_size':\n    ValueError: must be positive, got 0"),
+        ({"num_encoder_layers": 1.5}, "Field 'num_encoder_layers' expected int, got float"),
+        ({"bidirectional_encoder": "yes"}, "Field 'bidirectional_encoder' expected bool"),
         ({"hidden_size": 7}, "`hidden_size` must be even"),
         ({"share_embeddings": True, "decoder_vocab_size": 11}, "`share_embeddings=True` needs one joint vocabulary"),
         ({"tie_word_embeddings": True, "embedding_size": 6}, "`tie_word_embeddings=True` needs `embedding_size`"),
         ({"eos_token_id": 50}, "`eos_token_id` must be None or an id in [0, 19)"),
+        ({"hiden_size": 12}, "LSTMSeq2SeqConfig has no field `hiden_size`; did you mean `hidden_size`?"),
     ],
 )
 def test_config_validation_names_the_field(kwargs, message):
-    with pytest.raises(ValueError) as error:
+    with pytest.raises((ValueError, TypeError, StrictDataclassError)) as error:
         tiny_config(**kwargs)
     assert message in str(error.value)
+    with pytest.raises((ValueError, TypeError, StrictDataclassError), match=list(kwargs)[0]):  # as when loading
+        LSTMSeq2SeqConfig.from_dict({**tiny_config().to_diff_dict(), **kwargs})
 
 
-def test_config_validation_also_applies_when_loading(tmp_path):
+def test_config_validation_also_applies_when_loading_and_assigning(tmp_path):
     tiny_config().save_pretrained(tmp_path)
     text = (tmp_path / "config.json").read_text().replace('"cell_type": "lstm"', '"cell_type": "lstmm"')
     (tmp_path / "config.json").write_text(text)
-    with pytest.raises(ValueError, match="`cell_type` must be one of"):
+    with pytest.raises(StrictDataclassError, match="field 'cell_type'"):
         LSTMSeq2SeqConfig.from_pretrained(tmp_path)
+    config = tiny_config()
+    with pytest.raises(StrictDataclassError, match="field 'dropout'"):
+        config.dropout = -0.1
+
+
+@pytest.mark.parametrize("name", ["translator", "translator_shared"])
+def test_configs_saved_before_typed_fields_still_load(name, tmp_path):
+    """config.json files written by the untyped config class (with auto_map and custom_pipelines) load unchanged."""
+    saved = json.loads((FIXTURES / "configs_saved_before_strict" / f"{name}.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = AutoConfig.from_pretrained(tmp_path).to_dict()
+    assert {key: loaded[key] for key in saved if key != "transformers_version"} == {
+        key: value for key, value in saved.items() if key != "transformers_version"
+    }
 
 
 @pytest.mark.parametrize(
@@ -439,3 +503,252 @@ def test_tied_and_shared_embeddings_stay_tied_after_loading(tmp_path):
     # Untied models keep independent matrices.
     untied = tiny_model()
     assert untied.lm_head.weight is not untied.model.decoder.embed_tokens.weight
+
+
+VOCABULARIES = {
+    "joint": dict(decoder_vocab_size=23),
+    "joint-tied": dict(decoder_vocab_size=23, tie_word_embeddings=True, embedding_size=10),
+    "shared": dict(decoder_vocab_size=23, share_embeddings=True),
+    "shared-tied": dict(decoder_vocab_size=23, share_embeddings=True, tie_word_embeddings=True, embedding_size=10),
+    "smaller-target": dict(decoder_vocab_size=19),
+    "larger-target": dict(decoder_vocab_size=29),
+}
+
+
+def vocabulary_parts(model) -> dict[str, int]:
+    """Rows of every vocabulary-sized tensor, and the two sizes in the config."""
+    return {
+        "source embeddings": model.model.encoder.embed_tokens.weight.shape[0],
+        "target embeddings": model.model.decoder.embed_tokens.weight.shape[0],
+        "output weight": model.lm_head.weight.shape[0],
+        "output bias": model.lm_head.bias.shape[0],
+        "output features": model.lm_head.out_features,
+        "vocab_size": model.config.vocab_size,
+        "decoder_vocab_size": model.config.decoder_vocab_size,
+    }
+
+
+@pytest.mark.parametrize("new_size", [31, 17], ids=["grow", "shrink"])
+@pytest.mark.parametrize("vocabulary", list(VOCABULARIES))
+def test_resize_token_embeddings_resizes_every_part_and_the_model_reloads(vocabulary, new_size, tmp_path):
+    """The source vocabulary takes the new size; the target side follows when it is the same vocabulary
+    (`decoder_vocab_size == vocab_size`) and keeps its size otherwise. Shared and tied matrices stay one matrix,
+    kept rows keep their values, and the saved model loads and computes the same logits."""
+    model = tiny_model(**VOCABULARIES[vocabulary])
+    before = vocabulary_parts(model)
+    kept = min(new_size, before["vocab_size"])
+    old_source = model.model.encoder.embed_tokens.weight[:kept].clone()
+    model.resize_token_embeddings(new_size)
+
+    target_size = new_size if before["decoder_vocab_size"] == before["vocab_size"] else before["decoder_vocab_size"]
+    source_parts, target_parts = ("source embeddings", "vocab_size"), set(before) - {"source embeddings", "vocab_size"}
+    assert vocabulary_parts(model) == {
+        **dict.fromkeys(source_parts, new_size),
+        **dict.fromkeys(target_parts, target_size),
+    }
+    torch.testing.assert_close(model.model.encoder.embed_tokens.weight[:kept], old_source, atol=0, rtol=0)
+    if model.config.share_embeddings:
+        assert model.model.decoder.embed_tokens.weight is model.model.encoder.embed_tokens.weight
+    if model.config.tie_word_embeddings:
+        assert model.lm_head.weight is model.model.decoder.embed_tokens.weight
+
+    source = torch.tensor([[new_size - 1, 3, 4], [5, new_size - 1, 0]])
+    target = torch.tensor([[1, target_size - 1, 3], [1, 4, target_size - 1]])
+    model.save_pretrained(tmp_path)
+    loaded, info = LSTMSeq2SeqForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    with torch.no_grad():
+        expected = model(input_ids=source, decoder_input_ids=target).logits
+        torch.testing.assert_close(loaded.eval()(input_ids=source, decoder_input_ids=target).logits, expected)
+    assert expected.shape[-1] == target_size
+
+
+@pytest.mark.parametrize("vocabulary", ["joint", "smaller-target", "joint-tied"])
+def test_resize_decoder_token_embeddings_resizes_the_target_side(vocabulary):
+    model = tiny_model(**VOCABULARIES[vocabulary])
+    source_size = model.config.vocab_size
+    model.resize_decoder_token_embeddings(37)
+    assert vocabulary_parts(model) == {
+        "source embeddings": source_size,
+        "vocab_size": source_size,
+        **dict.fromkeys(("target embeddings", "output weight", "output bias", "output features"), 37),
+        "decoder_vocab_size": 37,
+    }
+    if model.config.tie_word_embeddings:
+        assert model.lm_head.weight is model.model.decoder.embed_tokens.weight
+    logits = model(input_ids=torch.tensor([[3, 4]]), decoder_input_ids=torch.tensor([[1, 36]])).logits
+    assert logits.shape == (1, 2, 37)
+
+
+def test_resize_decoder_token_embeddings_refuses_a_shared_matrix():
+    model = tiny_model(**VOCABULARIES["shared"])
+    with pytest.raises(ValueError, match="`share_embeddings=True`.*resize_token_embeddings"):
+        model.resize_decoder_token_embeddings(30)
+
+
+@pytest.mark.parametrize("vocabulary", ["joint", "shared", "shared-tied", "smaller-target"])
+def test_input_embeddings_can_be_replaced_and_parameters_are_counted_once(vocabulary):
+    model = tiny_model(**VOCABULARIES[vocabulary])
+    # Counted from the saved tensors, where a shared matrix appears under each of its names.
+    sizes = {tensor.data_ptr(): tensor.numel() for tensor in model.state_dict().values()}
+    assert model.num_parameters() == sum(sizes.values())
+    embeddings = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    assert model.num_parameters(exclude_embeddings=True) == sum(sizes.values()) - sum(embeddings.values())
+
+    source, mask = random_batch([4, 2], model.config.vocab_size)
+    target = torch.tensor([[1, 5, 6], [1, 7, 2]])
+    replacement = torch.nn.Embedding(model.config.vocab_size, model.config.embedding_size, padding_idx=0)
+    model.set_input_embeddings(replacement)
+    assert model.get_input_embeddings() is replacement
+    if model.config.share_embeddings:
+        assert model.model.decoder.embed_tokens.weight is replacement.weight
+    with torch.no_grad():
+        before = model(input_ids=source, attention_mask=mask, decoder_input_ids=target).logits
+        token = next(t for t in source[0].tolist() if t not in source[1].tolist() + target.flatten().tolist())
+        replacement.weight[token] += 1.0
+        after = model(input_ids=source, attention_mask=mask, decoder_input_ids=target).logits
+    assert not torch.allclose(before[0], after[0]) and torch.equal(before[1], after[1])  # only row 0 reads it
+
+
+def never_ending(seed: int = 3):
+    """A tiny translator that never emits `</s>`: every output runs to the limit."""
+    model = tiny_model(seed=seed)
+    with torch.no_grad():
+        model.lm_head.bias[model.config.eos_token_id] = -1e4
+    return model
+
+
+def cut_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "without `</s>` and were cut" in r.getMessage()]
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+@pytest.mark.parametrize("source_length", [3, 30])
+def test_default_output_limit_scales_with_the_source_and_cuts_are_reported(source_length, num_beams, caplog):
+    """No limit chosen: ceil(2 x source tokens) + 10 new tokens (the generation config's ratio and offset), and one
+    warning per call naming how many outputs were cut."""
+    model = never_ending()
+    assert (model.generation_config.max_new_tokens_ratio, model.generation_config.max_new_tokens_offset) == (2.0, 10)
+    source, mask = random_batch([source_length, 2], model.config.vocab_size, seed=4)
+    with torch.no_grad(), caplog.at_level(logging.WARNING):
+        out = model.generate(input_ids=source, attention_mask=mask, num_beams=num_beams)
+    assert out.shape[1] == 1 + 2 * source_length + 10
+    assert cut_warnings(caplog) == [
+        f"2 of 2 generated sequences reached the length limit ({2 * source_length + 10} new tokens) without `</s>` "
+        "and were cut. Pass a larger `max_new_tokens` to generate() (or raise `max_new_tokens_ratio` / "
+        "`max_new_tokens_offset` in the generation config) to allow longer outputs."
+    ]
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_outputs_that_end_are_not_reported(num_beams, caplog):
+    model = tiny_model(seed=2)
+    with torch.no_grad():
+        model.lm_head.bias[model.config.eos_token_id] += 0.5  # most outputs end early; some run to the limit
+        source, mask = random_batch([6, 2, 5, 3, 4, 7], model.config.vocab_size, seed=9)
+        with caplog.at_level(logging.WARNING):
+            out = model.generate(input_ids=source, attention_mask=mask, max_new_tokens=6, num_beams=num_beams)
+    ended = (out == model.config.eos_token_id).any(dim=1)
+    assert 0 < int(ended.sum()) < len(out)
+    assert cut_warnings(caplog) == [cut_warnings(caplog)[0]] and cut_warnings(caplog)[0].startswith(
+        f"{len(out) - int(ended.sum())} of {len(out)} generated sequences"
+    )
+
+
+@pytest.mark.parametrize(
+    "limit,new_tokens", [({"max_new_tokens": 5}, 5), ({"max_length": 7}, 6), ({"generation_config": 9}, 8)]
+)
+def test_a_chosen_limit_replaces_the_default_and_cuts_are_still_reported(limit, new_tokens, caplog):
+    model = never_ending()
+    if "generation_config" in limit:  # a GenerationConfig passed to generate() with its own max_length
+        limit = {"generation_config": GenerationConfig(**{**model.generation_config.to_dict(), "max_length": 9})}
+    source, mask = random_batch([30, 2], model.config.vocab_size, seed=4)
+    with torch.no_grad(), caplog.at_level(logging.WARNING):
+        out = model.generate(input_ids=source, attention_mask=mask, **limit)
+    assert out.shape[1] == 1 + new_tokens
+    assert len(cut_warnings(caplog)) == 1 and f"({new_tokens} new tokens)" in cut_warnings(caplog)[0]
+
+
+def test_the_max_length_seq2seq_trainer_writes_into_the_generation_config_is_not_a_choice(caplog):
+    """Seq2SeqTrainer's evaluation fills `model.generation_config` with transformers' defaults (max_length 20): the
+    default limit must still scale, and a caller's max_new_tokens must not be reported as clashing with it."""
+    model = never_ending()
+    model.generation_config.update(**GenerationConfig._get_default_generation_params(), defaults_only=True)
+    assert model.generation_config.max_length == 20
+    source, mask = random_batch([30, 2], model.config.vocab_size, seed=4)
+    with torch.no_grad(), CaptureLogger(generation_utils.logger) as transformers_log:
+        assert model.generate(input_ids=source, attention_mask=mask).shape[1] == 1 + 70
+        assert model.generate(input_ids=source, attention_mask=mask, max_new_tokens=5).shape[1] == 6
+    assert "max_length" not in transformers_log.out
+
+
+def test_generation_code_travels_with_the_model(tmp_path):
+    """`save_pretrained` copies the generation file beside the modeling file; a process without hf_rnn loads the
+    model as remote code, generates with the same hooks (finished sentences dropped) and gets the same tokens."""
+    model = tiny_model(seed=3, hidden_size=32, embedding_size=16)
+    model.save_pretrained(tmp_path / "model")
+    assert (tmp_path / "model" / "generation_lstm_seq2seq.py").is_file()
+    source, mask = random_batch([6, 2, 5, 3, 6, 4, 1, 5], model.config.vocab_size, seed=9)
+    torch.save({"input_ids": source, "attention_mask": mask}, tmp_path / "inputs.pt")
+    with torch.no_grad():
+        expected = [
+            model.generate(source, attention_mask=mask, num_beams=k, max_new_tokens=12).tolist() for k in (1, 4)
+        ]
+    script = (
+        BLOCK_HF_RNN
+        + f"""
+import json, torch
+from transformers import AutoModelForSeq2SeqLM
+model = AutoModelForSeq2SeqLM.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
+mixin = next(c for c in type(model).__mro__ if c.__name__ == "LSTMSeq2SeqGenerationMixin")
+assert mixin.__module__.startswith("transformers_modules"), mixin.__module__
+inputs = torch.load({str(tmp_path / "inputs.pt")!r})
+rows = []
+model.lm_head.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+with torch.no_grad():
+    out = [model.generate(**inputs, num_beams=k, max_new_tokens=12).tolist() for k in (1, 4)]
+print(json.dumps([out, min(rows) < len(inputs["input_ids"])]))
+"""
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=subprocess_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [expected, True]
+
+
+@pytest.mark.parametrize("attention_type,input_feeding", [("concat", True), ("general", False)])
+def test_activation_checkpointing_recomputes_attention_and_keeps_every_gradient(attention_type, input_feeding):
+    """With checkpointing on, the attention layer runs again in the backward pass and the gradients of every
+    parameter equal those computed without it."""
+    model = tiny_model(seed=5, attention_type=attention_type, input_feeding=input_feeding).train()
+    source, mask = random_batch([5, 3, 4], model.config.vocab_size, seed=2)
+    labels = torch.tensor([[5, 6, 7, 2], [8, 2, -100, -100], [9, 10, 2, -100]])
+
+    def gradients() -> tuple[dict[str, torch.Tensor], int]:
+        calls = []
+        # A layer inside the attention: its hooks also fire when the backward pass recomputes the attention.
+        hook = model.model.decoder.attention.output_proj.register_forward_hook(lambda *_: calls.append(1))
+        model.zero_grad()
+        model(input_ids=source, attention_mask=mask, labels=labels).loss.backward()
+        hook.remove()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}, len(calls)
+
+    plain, plain_calls = gradients()
+    model.activation_checkpointing_enable()
+    checkpointed, checkpointed_calls = gradients()
+    assert model.is_activation_checkpointing and checkpointed_calls == 2 * plain_calls
+    for name, gradient in plain.items():
+        torch.testing.assert_close(checkpointed[name], gradient, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_activation_checkpointing_without_attention_says_why_not():
+    model = tiny_model(attention_type="none")
+    with pytest.raises(ValueError, match="not supported with `attention_type='none'`: it recomputes the attention"):
+        model.activation_checkpointing_enable()

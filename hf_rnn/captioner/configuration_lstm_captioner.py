@@ -4,11 +4,57 @@ Self-contained on purpose: `save_pretrained` copies this file next to the weight
 model loads with `trust_remote_code=True` where `hf_rnn` is not installed.
 """
 
-from transformers import AutoConfig, PreTrainedConfig
+import dataclasses
+import difflib
+
+from huggingface_hub.dataclasses import strict, validated_field
+from transformers import AutoConfig, GenerationConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_NUM_CHANNELS = 3
+
+# Copied from hf_rnn.translator.configuration_lstm_seq2seq.TRANSFORMERS_KEYS
+TRANSFORMERS_KEYS = frozenset(
+    {"model_type", "transformers_version", "auto_map", "custom_pipelines", "_name_or_path", "name_or_path"}
+    | {"num_labels", "attn_implementation", "experts_implementation", "output_attentions", "torch_dtype"}
+    | set(GenerationConfig._get_default_generation_params())
+)
+
+
+# Copied from hf_rnn.translator.configuration_lstm_seq2seq.reject_unknown_keys
+def reject_unknown_keys(config_class: type, kwargs: dict) -> None:
+    """A key that is neither a field nor one of transformers' own is a typo: name it, and the field it resembles."""
+    fields = [field.name for field in dataclasses.fields(config_class)]
+    for key in kwargs:
+        if key not in TRANSFORMERS_KEYS:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else f". Its fields: {', '.join(sorted(fields))}."
+            raise TypeError(f"{config_class.__name__} has no field `{key}`{hint}")
+
+
+# Copied from hf_rnn.translator.configuration_lstm_seq2seq.positive
+def positive(value: int | float | None) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"must be positive, got {value!r}")
+
+
+# Copied from hf_rnn.translator.configuration_lstm_seq2seq.probability
+def probability(value: float | None) -> None:
+    if value is not None and not 0 <= value < 1:
+        raise ValueError(f"must be in [0, 1), got {value!r}")
+
+
+def channel_widths(value: list[int] | tuple[int, ...]) -> None:
+    if not value or any(width <= 0 for width in value):
+        raise ValueError(f"must be a non-empty list of positive integers, got {value!r}")
+
+
+def backbone_config(value: dict | PreTrainedConfig | None) -> None:
+    if isinstance(value, dict) and "model_type" not in value:
+        raise ValueError(
+            "a dict needs a `model_type` (e.g. 'resnet', 'convnext', 'vit') so the backbone config class can be found"
+        )
 
 
 def vision_feature_size(vision_config: PreTrainedConfig) -> int:
@@ -25,6 +71,7 @@ def vision_feature_size(vision_config: PreTrainedConfig) -> int:
     )
 
 
+@strict
 class LSTMCaptionerConfig(PreTrainedConfig):
     r"""
     Configuration for [`LSTMCaptionerModel`] and [`LSTMCaptionerForConditionalGeneration`].
@@ -33,14 +80,18 @@ class LSTMCaptionerConfig(PreTrainedConfig):
     from the mean feature, emits one keyword per step while attending softly over the grid
     (Xu et al., 2015, "Show, Attend and Tell").
 
+    Every field is typed and checked when the config is built, loaded or changed: a wrong type or
+    value, an unknown key or a contradiction between fields raises an error that names the field.
+
     Args:
         vocab_size (`int`): Keyword vocabulary size, special tokens included.
         embedding_size (`int`): Width of the keyword embeddings.
         hidden_size (`int`): Width of the LSTM state; image features are projected to it.
         attention_size (`int`): Width of the additive (Bahdanau) attention layer.
         dropout (`float`): Dropout on the LSTM output before the softmax layer.
-        max_keywords (`int`): Default cap on generated keywords (generation `max_length = max_keywords + 2`:
-            start token, keywords, `</s>`).
+        max_keywords (`int`): Default cap on the keywords of one output, prompt keywords included (generate() stops
+            at `max_keywords + 2` tokens: start token, keywords, `</s>`) unless a `max_length` or `max_new_tokens`
+            is given.
         cnn_channels (`list[int]`): Built-in encoder: one conv3x3-BatchNorm-ReLU-maxpool2 block per entry.
             The spatial map after the last block (e.g. 8x8 for 64x64 inputs and three blocks) is what
             the decoder attends over. Ignored when `vision_config` is set.
@@ -64,18 +115,18 @@ class LSTMCaptionerConfig(PreTrainedConfig):
         "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="resnet", optional=True),
     }
 
-    vocab_size: int = 1000
-    embedding_size: int = 128
-    hidden_size: int = 256
-    attention_size: int = 256
-    dropout: float = 0.3
-    max_keywords: int = 10
-    cnn_channels: list[int] | tuple[int, ...] = (32, 64, 128)
-    num_channels: int | None = None
-    image_size: int | None = None
-    vision_config: dict | PreTrainedConfig | None = None
+    vocab_size: int = validated_field(positive, default=1000)
+    embedding_size: int = validated_field(positive, default=128)
+    hidden_size: int = validated_field(positive, default=256)
+    attention_size: int = validated_field(positive, default=256)
+    dropout: float | int = validated_field(probability, default=0.3)
+    max_keywords: int = validated_field(positive, default=10)
+    cnn_channels: list[int] | tuple[int, ...] = validated_field(channel_widths, default=(32, 64, 128))
+    num_channels: int | None = validated_field(positive, default=None)
+    image_size: int | None = validated_field(positive, default=None)
+    vision_config: dict | PreTrainedConfig | None = validated_field(backbone_config, default=None)
     tie_word_embeddings: bool = False
-    init_range: float = 0.1
+    init_range: float | int = validated_field(positive, default=0.1)
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
     eos_token_id: int | list[int] | None = 2
@@ -84,35 +135,14 @@ class LSTMCaptionerConfig(PreTrainedConfig):
     is_encoder_decoder: bool = True
 
     def __post_init__(self, **kwargs):
-        if isinstance(self.vision_config, dict) and "model_type" not in self.vision_config:
-            raise ValueError(
-                "`vision_config` given as a dict needs a `model_type` (e.g. 'resnet', 'convnext', 'vit') so the "
-                "backbone config class can be found."
-            )
-        if not isinstance(self.vision_config, (dict, PreTrainedConfig, type(None))):
-            raise ValueError(
-                f"`vision_config` must be None (built-in CNN), a dict with `model_type`, or a PreTrainedConfig, "
-                f"got {type(self.vision_config).__name__}."
-            )
+        reject_unknown_keys(type(self), kwargs)
         super().__post_init__(**kwargs)
         self.cnn_channels = list(self.cnn_channels)
-        self._resolve_image_fields()
-        self._check_fields()
-
-    def _resolve_image_fields(self) -> None:
-        """Fill `num_channels` / `image_size` from the encoder in use, refusing contradictions."""
-        if self.vision_config is None:
-            self.num_channels = DEFAULT_NUM_CHANNELS if self.num_channels is None else self.num_channels
-            self.image_size = DEFAULT_IMAGE_SIZE if self.image_size is None else self.image_size
-            return
         backbone_channels = getattr(self.vision_config, "num_channels", None)
         if self.num_channels is None:
-            self.num_channels = backbone_channels if backbone_channels is not None else DEFAULT_NUM_CHANNELS
-        elif backbone_channels is not None and backbone_channels != self.num_channels:
-            raise ValueError(
-                f"`num_channels`={self.num_channels} contradicts `vision_config.num_channels`={backbone_channels}; "
-                f"leave `num_channels` unset to take the backbone's."
-            )
+            self.num_channels = DEFAULT_NUM_CHANNELS if backbone_channels is None else backbone_channels
+        if self.vision_config is None and self.image_size is None:
+            self.image_size = DEFAULT_IMAGE_SIZE
 
     @property
     def encoder_feature_size(self) -> int:
@@ -121,22 +151,8 @@ class LSTMCaptionerConfig(PreTrainedConfig):
             return self.cnn_channels[-1]
         return vision_feature_size(self.vision_config)
 
-    def _check_fields(self) -> None:
-        """Fail at construction with the field's name, not later with a shape error inside torch."""
-
-        def positive_int(value) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-        for name in ("vocab_size", "embedding_size", "hidden_size", "attention_size", "max_keywords", "num_channels"):
-            value = getattr(self, name)
-            if not positive_int(value):
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        if self.image_size is not None and not positive_int(self.image_size):
-            raise ValueError(f"`image_size` must be None or a positive integer, got {self.image_size!r}.")
-        if not self.cnn_channels or not all(positive_int(c) for c in self.cnn_channels):
-            raise ValueError(
-                f"`cnn_channels` must be a non-empty list of positive integers, got {self.cnn_channels!r}."
-            )
+    def validate_architecture(self) -> None:
+        """Rules between fields (part of `@strict` validation, run when the config is built, loaded or saved)."""
         if self.vision_config is None and self.image_size < 2 ** len(self.cnn_channels):
             raise ValueError(
                 f"`image_size`={self.image_size} is too small for {len(self.cnn_channels)} CNN blocks (each "
@@ -144,16 +160,21 @@ class LSTMCaptionerConfig(PreTrainedConfig):
             )
         if self.vision_config is not None:
             vision_feature_size(self.vision_config)
-        dropout = self.dropout
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be a float in [0, 1), got {self.dropout!r}.")
-        if isinstance(self.init_range, bool) or not isinstance(self.init_range, (int, float)) or self.init_range <= 0:
-            raise ValueError(f"`init_range` must be a positive float, got {self.init_range!r}.")
+            backbone_channels = getattr(self.vision_config, "num_channels", None)
+            if backbone_channels is not None and backbone_channels != self.num_channels:
+                raise ValueError(
+                    f"`num_channels`={self.num_channels} contradicts `vision_config.num_channels`="
+                    f"{backbone_channels}; leave `num_channels` unset to take the backbone's."
+                )
         if self.tie_word_embeddings and self.embedding_size != self.hidden_size:
             raise ValueError(
                 f"`tie_word_embeddings=True` needs `embedding_size` == `hidden_size` (the softmax layer reads the "
                 f"{self.hidden_size}-wide LSTM state), got {self.embedding_size} and {self.hidden_size}."
             )
+
+    def validate_token_ids(self) -> None:
+        """Special token ids must exist in the vocabulary (an error, not transformers' warning: an id outside it
+        fails inside an embedding later)."""
         eos_ids = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
         for name, values in (
             ("pad_token_id", [self.pad_token_id]),
@@ -162,7 +183,7 @@ class LSTMCaptionerConfig(PreTrainedConfig):
             ("decoder_start_token_id", [self.decoder_start_token_id]),
         ):
             for value in values:
-                if value is not None and not (isinstance(value, int) and 0 <= value < self.vocab_size):
+                if value is not None and not 0 <= value < self.vocab_size:
                     raise ValueError(f"`{name}` must be None or an id in [0, {self.vocab_size}), got {value!r}.")
 
 

@@ -7,7 +7,7 @@ previous hidden state, reads [keyword embedding; context] and predicts the next 
 (Xu et al., 2015).
 
 It plugs into the stock `GenerationMixin`: the recurrent state travels between decoding steps
-as `cache` (an `LSTMCaptionerCache`), which beam search reorders in place. The default
+as `cache` (an `LSTMCaptionerCache`), which beam search reorders through `_reorder_cache`. The default
 generation config sets `no_repeat_ngram_size=1`, so a keyword never repeats within one output.
 Only sibling imports are used so this file travels as Hub remote code.
 """
@@ -17,13 +17,44 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
+from transformers.utils import logging
 
 from .configuration_lstm_captioner import LSTMCaptionerConfig
 
+logger = logging.get_logger(__name__)
 
+# transformers' own default `max_length`, which Seq2SeqTrainer writes into `model.generation_config` when evaluating:
+# found there, it is nobody's choice.
+# Copied from hf_rnn.translator.generation_lstm_seq2seq.TRANSFORMERS_DEFAULT_MAX_LENGTH
+TRANSFORMERS_DEFAULT_MAX_LENGTH = GenerationConfig._get_default_generation_params()["max_length"]
+
+
+# Copied from hf_rnn.translator.generation_lstm_seq2seq.chosen_length_limits
+def chosen_length_limits(own: GenerationConfig, given: GenerationConfig | None, kwargs: dict) -> tuple[bool, bool]:
+    """Whether a generate() call, the config passed to it or the model's generation config `own` chose a
+    `max_length`, and whether any of them chose `max_new_tokens`."""
+    given = given or GenerationConfig()
+    max_length = kwargs.get("max_length", given.max_length)
+    if max_length is None and own.max_length != TRANSFORMERS_DEFAULT_MAX_LENGTH:
+        max_length = own.max_length
+    max_new_tokens = kwargs.get("max_new_tokens", given.max_new_tokens)
+    return max_length is not None, (max_new_tokens if max_new_tokens is not None else own.max_new_tokens) is not None
+
+
+# Copied from hf_rnn.translator.generation_lstm_seq2seq.count_cut
+def count_cut(sequences: torch.Tensor, max_length: int, eos_token_id: int | list[int] | None) -> int:
+    """How many generated `sequences` (batch, length) reached `max_length` without an end token."""
+    if eos_token_id is None or sequences.shape[1] < max_length:
+        return 0
+    eos = torch.tensor(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id], device=sequences.device)
+    return int((~torch.isin(sequences, eos).any(dim=1)).sum())
+
+
+# Copied from hf_rnn.translator.modeling_lstm_seq2seq.check_token_ids
 def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False) -> None:
     """Raise a readable error instead of torch's opaque 'index out of range' inside an embedding."""
     valid = (ids >= 0) & (ids < vocab_size)
@@ -32,17 +63,37 @@ def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore:
     if not bool(valid.all()):
         bad = ids[~valid][0].item()
         raise ValueError(
-            f"`{name}` contains token id {bad}, outside the keyword vocabulary [0, {vocab_size}). Was it made by a "
+            f"`{name}` contains token id {bad}, outside the vocabulary [0, {vocab_size}). Was the input made by a "
             f"different tokenizer than the one this model was trained with?"
         )
 
 
+# Copied from hf_rnn.translator.modeling_lstm_seq2seq.shift_tokens_right
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
     """Teacher forcing: the decoder reads <start> y_1 ... y_{n-1} and predicts y_1 ... y_n."""
     shifted = labels.new_full(labels.shape, pad_token_id)
     shifted[:, 1:] = labels[:, :-1]
     shifted[:, 0] = decoder_start_token_id
     return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+# Copied from hf_rnn.translator.modeling_lstm_seq2seq.token_cross_entropy
+def token_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy of `logits` (batch, len, vocab) against `labels` (batch, len) over the labels that are not -100.
+
+    Averaged over those tokens; with `num_items_in_batch` (the label tokens of the whole optimizer step, which
+    Trainer counts over every gradient-accumulation micro-batch and every process) summed and divided by it
+    instead, so that a step's loss and gradients do not depend on how its batch was split.
+    """
+    logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device)
+    if num_items_in_batch is None:
+        return nn.functional.cross_entropy(logits, labels, ignore_index=-100)
+    total = nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
 
 
 @dataclass
@@ -77,12 +128,15 @@ class LSTMCaptionerCache:
         self.attention_keys = attention_keys  # (batch, num_positions, attention_size)
         self.seen_tokens = seen_tokens
 
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        """Beam search keeps the states of the surviving hypotheses (in place, as generate expects)."""
-        self.hidden = self.hidden.index_select(0, beam_idx.to(self.hidden.device))
-        self.cell = self.cell.index_select(0, beam_idx.to(self.cell.device))
-        self.attention_keys = self.attention_keys.index_select(0, beam_idx.to(self.attention_keys.device))
+    def select(self, index: torch.LongTensor) -> "LSTMCaptionerCache":
+        """The state of rows `index` (batch positions, repeats allowed): beam search's reordering."""
 
+        def rows(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.index_select(0, index.to(tensor.device))
+
+        return LSTMCaptionerCache(rows(self.hidden), rows(self.cell), rows(self.attention_keys), self.seen_tokens)
+
+    # Copied from hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqCache.get_seq_length
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen_tokens
 
@@ -179,7 +233,7 @@ class LSTMCaptionerVisionEncoder(nn.Module):
         return result if return_dict is not False else result.to_tuple()
 
 
-class LSTMCaptionerAttention(nn.Module):
+class LSTMCaptionerAttention(GradientCheckpointingLayer):
     """Additive (Bahdanau) soft attention over image positions, queried with the previous LSTM state."""
 
     def __init__(self, config: LSTMCaptionerConfig):
@@ -191,10 +245,11 @@ class LSTMCaptionerAttention(nn.Module):
     def forward(
         self, query: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """query (B, H), memory (B, N, H), keys (B, N, A) -> context (B, H), weights (B, N)."""
-        scores = self.energy(torch.tanh(keys + self.query_proj(query).unsqueeze(1))).squeeze(-1)
-        weights = torch.softmax(scores, dim=-1)
-        return torch.bmm(weights.unsqueeze(1), memory).squeeze(1), weights
+        """query (B, H) previous LSTM state, memory (B, N, H) image features, keys (B, N, A) from `key_proj` ->
+        context (B, H) and weights (B, N): e = v·tanh(W_k m + W_q h), weights = softmax(e) (Xu et al., 2015)."""
+        energy = torch.tanh(keys + self.query_proj(query).unsqueeze(1))  # (B, N, A)
+        weights = torch.softmax(self.energy(energy).squeeze(-1), dim=-1)  # (B, N)
+        return torch.bmm(weights.unsqueeze(1), memory).squeeze(1), weights  # (B, 1, N) @ (B, N, H) -> (B, H)
 
 
 class LSTMCaptionerDecoder(nn.Module):
@@ -212,7 +267,7 @@ class LSTMCaptionerDecoder(nn.Module):
 
     def init_cache(self, memory: torch.Tensor) -> LSTMCaptionerCache:
         """State before the first keyword: tanh-projected mean feature; attention keys computed once per image."""
-        mean = memory.mean(dim=1)
+        mean = memory.mean(dim=1)  # (B, N, H) -> (B, H)
         return LSTMCaptionerCache(
             torch.tanh(self.init_hidden(mean)), torch.tanh(self.init_cell(mean)), self.attention.key_proj(memory)
         )
@@ -220,19 +275,21 @@ class LSTMCaptionerDecoder(nn.Module):
     def forward(
         self, input_ids: torch.LongTensor, memory: torch.Tensor, cache: LSTMCaptionerCache | None = None
     ) -> tuple[torch.Tensor, LSTMCaptionerCache, torch.Tensor, torch.Tensor]:
-        """LSTM outputs (B, T, H) after dropout, the state after the last token, attention (B, T, N), embeddings."""
+        """input_ids (B, T) keyword ids read after the state in `cache` (from the image when None), memory (B, N, H)
+        -> LSTM outputs (B, T, H) after dropout, the state after the last token, attention weights (B, T, N) and
+        embeddings (B, T, E)."""
         check_token_ids("decoder_input_ids", input_ids, self.config.vocab_size)
         if cache is None:
             cache = self.init_cache(memory)
-        embeddings = self.embed_tokens(input_ids)
-        hidden, cell = cache.hidden, cache.cell
+        embeddings = self.embed_tokens(input_ids)  # (B, T, E)
+        hidden, cell = cache.hidden, cache.cell  # (B, H) each
         output_steps, weight_steps = [], []
         for t in range(input_ids.shape[1]):
-            context, weights = self.attention(hidden, memory, cache.attention_keys)
-            hidden, cell = self.cell(torch.cat([embeddings[:, t], context], dim=-1), (hidden, cell))
+            context, weights = self.attention(hidden, memory, cache.attention_keys)  # (B, H), (B, N)
+            hidden, cell = self.cell(torch.cat([embeddings[:, t], context], dim=-1), (hidden, cell))  # (B, E + H) in
             output_steps.append(hidden)
             weight_steps.append(weights)
-        outputs = self.dropout(torch.stack(output_steps, dim=1))
+        outputs = self.dropout(torch.stack(output_steps, dim=1))  # (B, T, H)
         new_cache = LSTMCaptionerCache(hidden, cell, cache.attention_keys, cache.seen_tokens + input_ids.shape[1])
         return outputs, new_cache, torch.stack(weight_steps, dim=1), embeddings
 
@@ -243,9 +300,13 @@ class LSTMCaptionerPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
-    supports_gradient_checkpointing = False
+    # Activation checkpointing recomputes the attention layer in the backward pass (its largest activation, e.g.
+    # concat attention's (batch, target, source, hidden) energies). The recurrent layers keep theirs: backpropagation
+    # through time needs every step's state, and a fused nn.LSTM call has no layers to checkpoint one at a time.
+    supports_gradient_checkpointing = True
     _no_split_modules = ["LSTMCaptionerVisionEncoder", "LSTMCaptionerDecoder"]
 
+    # Copied from hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqPreTrainedModel._supports_default_dynamic_cache
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         # The recurrent state is not a key/value cache: generate must not build a DynamicCache for it.
@@ -262,7 +323,13 @@ class LSTMCaptionerPreTrainedModel(PreTrainedModel):
             init.zeros_(module.running_mean)
             init.ones_(module.running_var)
             init.zeros_(module.num_batches_tracked)
-        elif isinstance(module, (nn.Linear, nn.LSTMCell)):
+        elif isinstance(module, nn.Linear):
+            # A tied output layer takes the embedding's values: drawing its weight anyway would shift its bias's draws.
+            if not (self.config.tie_word_embeddings and module is self.get_output_embeddings()):
+                init.uniform_(module.weight, -r, r)
+            if module.bias is not None:
+                init.uniform_(module.bias, -r, r)
+        elif isinstance(module, nn.LSTMCell):
             for parameter in module.parameters(recurse=False):
                 init.uniform_(parameter, -r, r)
         elif isinstance(module, nn.Embedding):
@@ -270,6 +337,7 @@ class LSTMCaptionerPreTrainedModel(PreTrainedModel):
             if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
                 init.zeros_(module.weight[module.padding_idx])
 
+    # Copied from hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqPreTrainedModel.save_pretrained with LSTMSeq2Seq->LSTMCaptioner, AutoModelForSeq2SeqLM->AutoModelForImageTextToText  # noqa: E501
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
         """When the code travels with the weights, point every Auto class at it, not just the one registered."""
         if self._auto_class is not None:
@@ -313,9 +381,17 @@ class LSTMCaptionerModel(LSTMCaptionerPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput | tuple:
-        """`decoder_attention_mask` is accepted for API compatibility: a causal RNN never looks ahead, and
+        """pixel_values (B, C, H, W) (or precomputed `encoder_outputs`), decoder_input_ids (B, T) keyword ids read
+        after `cache` (from the image when None) -> `last_hidden_state` (B, T, hidden_size) LSTM outputs, `cache`
+        the state after the last keyword, `cross_attentions` ((B, 1, T, positions),) with `output_attentions`.
+
+        `decoder_attention_mask` is accepted for API compatibility: a causal RNN never looks ahead, and
         positions after a sequence's end only produce outputs the loss ignores. Every image position is
-        attended to, so there is no encoder mask."""
+        attended to, so there is no encoder mask.
+
+        Raises:
+            ValueError: pixel values of the wrong shape or type, keyword ids outside the vocabulary.
+        """
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -350,17 +426,19 @@ class LSTMCaptionerModel(LSTMCaptionerPreTrainedModel):
 class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, GenerationMixin):
     """The captioner: `LSTMCaptionerModel` + softmax layer, trainable with `labels`, usable with `generate()`."""
 
+    # Trainer passes `num_items_in_batch` to a model that declares this; `token_cross_entropy` honours it.
+    accepts_loss_kwargs = True
     _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
+    _keyword_cap = False  # set by generate() while it runs, when nobody chose an output limit
+    _max_length_chosen: bool = True  # cleared by generate() while it runs, when nobody chose a max_length
+    _length_used: tuple[int, int] = (0, 0)  # the last generate()'s max_length and decoder prompt length
 
     def __init__(self, config: LSTMCaptionerConfig):
         super().__init__(config)
         self.model = LSTMCaptionerModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
-        # Keywords form a set: never emit one twice. `max_length` (not `max_new_tokens`) caps the output at
-        # start + `max_keywords` + `</s>` while leaving callers free to pass either limit.
-        self.generation_config.no_repeat_ngram_size = 1
-        self.generation_config.max_length = config.max_keywords + 2
+        self.generation_config.no_repeat_ngram_size = 1  # keywords form a set: never emit one twice
 
     @classmethod
     def from_vision_pretrained(
@@ -379,12 +457,72 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
     def get_encoder(self, modality: str | None = None) -> LSTMCaptionerVisionEncoder:
         return self.model.encoder
 
+    def generate(
+        self, inputs: torch.Tensor | None = None, generation_config: GenerationConfig | None = None, **kwargs
+    ):
+        """`GenerationMixin.generate`, capped at `config.max_keywords` keywords (start token and prompt keywords
+        included: `max_length = max_keywords + 2`) unless the call, a generation config passed to it, or
+        `model.generation_config` sets `max_length` or `max_new_tokens`. `max_length=20`, transformers' default that
+        Seq2SeqTrainer writes into `model.generation_config`, counts as unset there. One warning per call says how
+        many returned keyword lists reached the limit without `</s>`.
+        """
+        self._max_length_chosen, max_new_tokens_chosen = chosen_length_limits(
+            self.generation_config, generation_config, kwargs
+        )
+        self._keyword_cap = not self._max_length_chosen and not max_new_tokens_chosen
+        try:
+            output = super().generate(inputs, generation_config=generation_config, **kwargs)
+        finally:
+            self._keyword_cap, self._max_length_chosen = False, True
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        eos = kwargs.get("eos_token_id", (generation_config or self.generation_config).eos_token_id)
+        cut = count_cut(sequences, self._length_used[0], eos)
+        if cut:
+            logger.warning(
+                f"{cut} of {len(sequences)} keyword lists reached the length limit "
+                f"({self._length_used[0] - self._length_used[1]} new tokens) without `</s>` and were cut. Pass a "
+                f"larger `max_new_tokens` to generate() (or raise `max_keywords` in the model config) to allow more."
+            )
+        return output
+
+    def _prepare_generated_length(
+        self,
+        generation_config: GenerationConfig,
+        has_default_max_length: bool,
+        has_default_min_length: bool,
+        model_input_name: str | None,
+        input_ids_length: int,
+        inputs_tensor: torch.Tensor,
+    ) -> GenerationConfig:
+        """generate()'s length limits; `max_keywords` when nobody chose a limit (see `generate`)."""
+        if self._keyword_cap:
+            generation_config.max_new_tokens = max(self.config.max_keywords + 2 - input_ids_length, 1)
+        # A max_length nobody chose must not be reported as clashing with max_new_tokens.
+        has_default_max_length = has_default_max_length or not self._max_length_chosen
+        generation_config = super()._prepare_generated_length(
+            generation_config,
+            has_default_max_length,
+            has_default_min_length,
+            model_input_name,
+            input_ids_length,
+            inputs_tensor,
+        )
+        self._length_used = (generation_config.max_length, input_ids_length)
+        return generation_config
+
+    def _reorder_cache(self, cache: LSTMCaptionerCache, beam_idx: torch.LongTensor) -> LSTMCaptionerCache:
+        """Beam search: each row takes the state of the beam it continues (`beam_idx`, over the whole batch)."""
+        return cache.select(beam_idx)
+
+    # Copied from hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqForConditionalGeneration.get_output_embeddings
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
+    # Copied from hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqForConditionalGeneration.set_output_embeddings
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
+    # Copied from hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqForConditionalGeneration.prepare_decoder_input_ids_from_labels  # noqa: E501
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
@@ -400,9 +538,15 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
-        """`labels`: keyword ids ending with `</s>`, -100 where the loss ignores them (padding)."""
+        """`LSTMCaptionerModel.forward` plus the softmax layer: `logits` (B, T, vocab_size).
+
+        `labels` (B, T): keyword ids ending with `</s>`, -100 where the loss ignores them (padding); without
+        `decoder_input_ids` they are shifted right into them. The loss is their mean token cross-entropy, or the
+        sum over `num_items_in_batch` when given (see `token_cross_entropy`).
+        """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None:
             check_token_ids("labels", labels, self.config.vocab_size, allow_ignore=True)
@@ -421,11 +565,7 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
             return_dict=True,
         )
         logits = self.lm_head(outputs.last_hidden_state)
-        loss = None
-        if labels is not None:
-            loss = nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device), ignore_index=-100
-            )
+        loss = None if labels is None else token_cross_entropy(logits, labels, num_items_in_batch)
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,

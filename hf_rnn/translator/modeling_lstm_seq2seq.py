@@ -1,51 +1,33 @@
 """Recurrent (LSTM / GRU / RNN) encoder-decoder with global attention as a transformers model.
 
-The architecture is the classic attentional NMT baseline (Luong et al., 2015; Bahdanau et
-al., 2015): a packed, optionally bidirectional encoder; a decoder whose state is
-initialised from the encoder's final states; global attention over the encoder outputs;
-an attentional vector tanh(W[context; h]) optionally fed into the next step ("input
+The architecture is the classic attentional NMT baseline (Luong et al., 2015, "Effective Approaches
+to Attention-based Neural Machine Translation"; Bahdanau et al., 2015, "Neural Machine Translation by
+Jointly Learning to Align and Translate"): a packed, optionally bidirectional encoder; a decoder
+whose state is initialised from the encoder's final states; global attention over the encoder
+outputs; an attentional vector tanh(W[context; h]) optionally fed into the next step ("input
 feeding"); a linear softmax layer.
 
-It plugs into the stock `GenerationMixin`: the recurrent state travels between decoding
-steps as `cache` (an `LSTMSeq2SeqCache`), which beam search reorders in place. Only
-sibling imports are used so this file travels as Hub remote code.
+The file reads top-down like transformers' models: helpers, outputs and the recurrent state,
+attention, encoder, decoder, the `PreTrainedModel` base, the heads. Between decoding steps the
+state travels as `cache` (an `LSTMSeq2SeqCache`); how generate() uses it (finished sentences
+dropped, output limits) lives in `generation_lstm_seq2seq.py`. Only sibling imports are used so
+this file travels as Hub remote code.
 """
 
-import copy
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.generation import logits_process
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 
 from .configuration_lstm_seq2seq import LSTMSeq2SeqConfig
+from .generation_lstm_seq2seq import MAX_NEW_TOKENS_OFFSET, MAX_NEW_TOKENS_RATIO, LSTMSeq2SeqGenerationMixin
 
 RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-# Logits processors that keep log-probabilities <= 0 (they mask tokens, force one, or scale a negative
-# score by a positive factor): with only these, a beam's score can never rise as it grows.
-NON_RAISING_PROCESSORS = tuple(
-    getattr(logits_process, name)
-    for name in (
-        "MinLengthLogitsProcessor",
-        "MinNewTokensLengthLogitsProcessor",
-        "RepetitionPenaltyLogitsProcessor",
-        "EncoderRepetitionPenaltyLogitsProcessor",
-        "NoRepeatNGramLogitsProcessor",
-        "EncoderNoRepeatNGramLogitsProcessor",
-        "NoBadWordsLogitsProcessor",
-        "PrefixConstrainedLogitsProcessor",
-        "ForcedBOSTokenLogitsProcessor",
-        "ForcedEOSTokenLogitsProcessor",
-        "SuppressTokensLogitsProcessor",
-        "SuppressTokensAtBeginLogitsProcessor",
-        "LogitNormalization",
-    )
-    if hasattr(logits_process, name)
-)
 
 
 def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False) -> None:
@@ -67,6 +49,24 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     shifted[:, 1:] = labels[:, :-1]
     shifted[:, 0] = decoder_start_token_id
     return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+def token_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy of `logits` (batch, len, vocab) against `labels` (batch, len) over the labels that are not -100.
+
+    Averaged over those tokens; with `num_items_in_batch` (the label tokens of the whole optimizer step, which
+    Trainer counts over every gradient-accumulation micro-batch and every process) summed and divided by it
+    instead, so that a step's loss and gradients do not depend on how its batch was split.
+    """
+    logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device)
+    if num_items_in_batch is None:
+        return nn.functional.cross_entropy(logits, labels, ignore_index=-100)
+    total = nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
 
 
 def lengths_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -101,75 +101,6 @@ class LSTMSeq2SeqEncoderOutput(ModelOutput):
     final_hidden_state: torch.Tensor | None = None
     final_cell_state: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-
-
-class EndedRows:
-    """Which rows of a generate() batch are still decoded, so that finished sentences cost nothing.
-
-    generate() keeps every sentence in the batch until the last one is done, although the
-    rows of a finished sentence can no longer change the output. Greedy search and sampling
-    pad a sentence after its end token: a row whose input token is one of `token_ids` has
-    ended. Beam search (`num_beams` > 1) keeps decoding a sentence whose finished hypotheses
-    no running beam can beat any more: generate() reports those in `done_items` and all their
-    `num_beams` rows have ended. Ended rows are dropped once an eighth of the held rows have
-    ended (dropping copies the encoder memory, so one row at a time would cost more than it saves).
-
-    Beam search also ends a sentence as soon as its `num_return_sequences` best finished
-    hypotheses are final, when `scores_never_rise` (see `sentences_settled`).
-    """
-
-    def __init__(self, token_ids: torch.Tensor | None = None, num_beams: int = 1, num_return_sequences: int = 1):
-        self.token_ids = token_ids
-        self.num_beams = num_beams
-        self.num_return_sequences = num_return_sequences
-        self.scores_never_rise = False  # set from generate()'s logits processors
-        self.done_items: torch.Tensor | None = None  # (batch,) beam search: sentences that can no longer change
-        self.rows: torch.Tensor | None = None  # batch positions still held
-        self.memory: torch.Tensor | None = None  # their encoder outputs and mask
-        self.memory_mask: torch.Tensor | None = None
-        self.ended: torch.Tensor | None = None  # held rows that have ended (computed until the next drop)
-        self.logits: torch.Tensor | None = None  # (batch, 1, vocab) returned every step, only held rows rewritten
-
-    def ended_now(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Which held rows (whose next input tokens are `input_ids`) have ended."""
-        if self.num_beams == 1:
-            return torch.isin(input_ids[:, 0], self.token_ids.to(input_ids.device))
-        if self.done_items is None:
-            return torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
-        return self.done_items.to(input_ids.device).repeat_interleave(self.num_beams)[self.rows]
-
-    def sentences_settled(
-        self,
-        running_beam_scores: torch.Tensor,
-        beam_scores: torch.Tensor,
-        is_sent_finished: torch.Tensor,
-        cur_len: int,
-        max_length: int,
-        decoder_prompt_len: int,
-        length_penalty: float,
-    ) -> torch.Tensor:
-        """(batch,) beam search: sentences whose returned hypotheses can no longer change.
-
-        transformers keeps a sentence until `num_beams` hypotheses have finished, though only the
-        best `num_return_sequences` are returned. When no token score can be positive, a running
-        beam's summed log-probability only falls as it grows, so its final score is at most
-        `score / length**length_penalty` at the length that favours it most (the longest allowed
-        for a positive penalty, the next step's otherwise). Once the k-th best finished hypothesis
-        beats that bound for the best running beam, later hypotheses rank below it: the output is final.
-        Without a length penalty this ends a sentence when its best hypothesis finishes, as
-        OpenNMT-py's beam search does.
-        """
-        if not self.scores_never_rise:
-            return torch.zeros(len(beam_scores), dtype=torch.bool, device=beam_scores.device)
-        length = (max_length if length_penalty > 0 else cur_len) - decoder_prompt_len
-        best_possible = running_beam_scores[:, 0] / length**length_penalty
-        k = self.num_return_sequences
-        return is_sent_finished[:, k - 1] & (beam_scores[:, k - 1] > best_possible)
-
-    def keep(self, keep: torch.Tensor) -> None:
-        self.rows, self.ended = self.rows[keep], self.ended[keep]
-        self.memory, self.memory_mask = self.memory[keep], self.memory_mask[keep]
 
 
 class LSTMSeq2SeqCache:
@@ -179,9 +110,6 @@ class LSTMSeq2SeqCache:
     Unlike a transformer's key/value cache it does not grow: it holds the state after the
     last token (hidden, cell, the input-feeding vector) plus the projected attention keys,
     which depend only on the source and are worth computing once.
-
-    With `ended_rows` set (see `LSTMSeq2SeqForConditionalGeneration.generate`) the cache may
-    hold only the rows of the batch that are still being decoded.
     """
 
     is_compileable = False
@@ -193,49 +121,26 @@ class LSTMSeq2SeqCache:
         input_feed: torch.Tensor | None,
         attention_keys: torch.Tensor | None,
         seen_tokens: int = 0,
-        ended_rows: "EndedRows | None" = None,
     ):
         self.hidden = hidden  # (num_layers, batch, hidden_size): nn.RNN's native layout
-        self.cell = cell
-        self.input_feed = input_feed  # (batch, hidden_size)
-        self.attention_keys = attention_keys  # (batch, src_len, hidden_size)
+        self.cell = cell  # same, LSTM only
+        self.input_feed = input_feed  # (batch, hidden_size), with input feeding
+        self.attention_keys = attention_keys  # (batch, src_len, hidden_size), concat attention
         self.seen_tokens = seen_tokens
-        self.ended_rows = ended_rows
 
-    @property
-    def rows(self) -> torch.Tensor | None:
-        """Batch positions of the rows this cache holds; None when it holds the whole batch."""
-        return None if self.ended_rows is None else self.ended_rows.rows
+    def select(self, index: torch.LongTensor) -> "LSTMSeq2SeqCache":
+        """The state of rows `index` (batch positions, repeats allowed): beam search's reordering, or dropping rows."""
 
-    def keep_rows(self, keep: torch.Tensor) -> None:
-        """Drop the rows where `keep` is False from every per-row tensor."""
-        self.hidden = self.hidden[:, keep]
-        if self.cell is not None:
-            self.cell = self.cell[:, keep]
-        if self.input_feed is not None:
-            self.input_feed = self.input_feed[keep]
-        if self.attention_keys is not None:
-            self.attention_keys = self.attention_keys[keep]
-        self.ended_rows.keep(keep)
+        def rows(tensor: torch.Tensor | None, dim: int = 0) -> torch.Tensor | None:
+            return None if tensor is None else tensor.index_select(dim, index.to(tensor.device))
 
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        """Beam search keeps the states of the surviving hypotheses (in place, as generate expects).
-
-        `beam_idx` indexes the whole batch. When rows were dropped, a held row's new state comes
-        from a row of the same sentence, which is held too (a sentence's beams are dropped together).
-        """
-        rows = self.rows
-        if rows is not None:
-            position = torch.full_like(beam_idx, -1, dtype=torch.long)
-            position[rows] = torch.arange(len(rows), device=beam_idx.device)
-            beam_idx = position[beam_idx[rows]]
-        self.hidden = self.hidden.index_select(1, beam_idx.to(self.hidden.device))
-        if self.cell is not None:
-            self.cell = self.cell.index_select(1, beam_idx.to(self.cell.device))
-        if self.input_feed is not None:
-            self.input_feed = self.input_feed.index_select(0, beam_idx.to(self.input_feed.device))
-        if self.attention_keys is not None:
-            self.attention_keys = self.attention_keys.index_select(0, beam_idx.to(self.attention_keys.device))
+        return LSTMSeq2SeqCache(
+            rows(self.hidden, 1),
+            rows(self.cell, 1),
+            rows(self.input_feed),
+            rows(self.attention_keys),
+            self.seen_tokens,
+        )
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen_tokens
@@ -245,8 +150,11 @@ class LSTMSeq2SeqCache:
         return self.hidden if self.cell is None else (self.hidden, self.cell)
 
 
-class LSTMSeq2SeqAttention(nn.Module):
-    """Global attention over encoder outputs, followed by the attentional vector tanh(W[c; h])."""
+class LSTMSeq2SeqAttention(GradientCheckpointingLayer):
+    """Global attention over the encoder outputs, then the attentional vector tanh(W[c; h]) (Luong et al., 2015).
+
+    Scores: "dot" h·s, "general" h·W·s (Luong), "concat" v·tanh(W_q h + W_k s) (Bahdanau et al., 2015).
+    """
 
     def __init__(self, config: LSTMSeq2SeqConfig):
         super().__init__()
@@ -260,7 +168,7 @@ class LSTMSeq2SeqAttention(nn.Module):
         self.output_proj = nn.Linear(2 * hidden, hidden, bias=False)
 
     def project_keys(self, memory: torch.Tensor) -> torch.Tensor | None:
-        """Bahdanau's key projection depends on the source only: computed once per sentence."""
+        """Bahdanau's key projection W_k s depends on the source only: computed once per sentence."""
         return self.key_proj(memory) if self.attention_type == "concat" else None
 
     def forward(
@@ -270,19 +178,19 @@ class LSTMSeq2SeqAttention(nn.Module):
         memory_mask: torch.Tensor,
         keys: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """query (B, T, H), memory (B, S, H), memory_mask (B, S) bool -> attentional vector (B, T, H), weights
-        (B, T, S)."""
+        """query (B, T, H) decoder outputs, memory (B, S, H) encoder outputs, memory_mask (B, S) bool (True for real
+        tokens), keys (B, S, H) from `project_keys` -> attentional vectors (B, T, H) and weights (B, T, S)."""
         if self.attention_type == "dot":
-            scores = torch.bmm(query, memory.transpose(1, 2))
+            scores = torch.bmm(query, memory.transpose(1, 2))  # (B, T, S)
         elif self.attention_type == "general":
-            scores = torch.bmm(self.query_proj(query), memory.transpose(1, 2))
+            scores = torch.bmm(self.query_proj(query), memory.transpose(1, 2))  # (B, T, S)
         else:
-            energy = torch.tanh(self.query_proj(query).unsqueeze(2) + keys.unsqueeze(1))
-            scores = self.energy(energy).squeeze(-1)
+            energy = torch.tanh(self.query_proj(query).unsqueeze(2) + keys.unsqueeze(1))  # (B, T, S, H)
+            scores = self.energy(energy).squeeze(-1)  # (B, T, S)
         scores = scores.masked_fill(~memory_mask.unsqueeze(1), torch.finfo(scores.dtype).min)
-        weights = torch.softmax(scores, dim=-1)
-        context = torch.bmm(weights, memory)
-        return torch.tanh(self.output_proj(torch.cat([context, query], dim=-1))), weights
+        weights = torch.softmax(scores, dim=-1)  # (B, T, S), zero at padding
+        context = torch.bmm(weights, memory)  # (B, T, H)
+        return torch.tanh(self.output_proj(torch.cat([context, query], dim=-1))), weights  # (B, T, 2H) -> (B, T, H)
 
 
 class LSTMSeq2SeqEncoder(nn.Module):
@@ -310,34 +218,43 @@ class LSTMSeq2SeqEncoder(nn.Module):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> LSTMSeq2SeqEncoderOutput | tuple:
+        """input_ids (B, S) right-padded source ids, attention_mask (B, S) (read from `pad_token_id` when omitted).
+
+        `output_attentions` is accepted because generate() passes it to every encoder; a recurrent encoder has no
+        attention to return.
+
+        Raises:
+            ValueError: ids outside the source vocabulary, an empty source, or left padding.
+        """
         if input_ids is None:
             raise ValueError("The LSTM encoder needs `input_ids` (source token ids).")
         check_token_ids("input_ids", input_ids, self.config.vocab_size)
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
-        lengths = lengths_from_mask(attention_mask)
+        lengths = lengths_from_mask(attention_mask)  # (B,)
 
-        embeddings = self.embedding_dropout(self.embed_tokens(input_ids))
+        embeddings = self.embedding_dropout(self.embed_tokens(input_ids))  # (B, S, E)
         packed = pack_padded_sequence(embeddings, lengths.cpu(), batch_first=True, enforce_sorted=False)
         packed_outputs, state = self.rnn(packed)
-        outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True, total_length=input_ids.shape[1])
+        outputs, _ = pad_packed_sequence(
+            packed_outputs, batch_first=True, total_length=input_ids.shape[1]
+        )  # (B, S, H)
 
-        hidden, cell = state if isinstance(state, tuple) else (state, None)
+        hidden, cell = state if isinstance(state, tuple) else (state, None)  # (layers * directions, B, H / directions)
         result = LSTMSeq2SeqEncoderOutput(
             last_hidden_state=outputs,
-            final_hidden_state=self._layer_major(hidden),
-            final_cell_state=None if cell is None else self._layer_major(cell),
+            final_hidden_state=self._batch_major(hidden),  # (B, layers, H)
+            final_cell_state=None if cell is None else self._batch_major(cell),
             hidden_states=(embeddings, outputs) if output_hidden_states else None,
         )
         return result if return_dict is not False else result.to_tuple()
 
-    def _layer_major(self, state: torch.Tensor) -> torch.Tensor:
-        """(layers*directions, B, H/d) -> (B, layers, H): directions side by side, batch first."""
+    def _batch_major(self, state: torch.Tensor) -> torch.Tensor:
+        """(layers * directions, B, H / directions) -> (B, layers, H): directions side by side, batch first."""
         layers, directions = self.config.num_encoder_layers, 2 if self.config.bidirectional_encoder else 1
         batch = state.shape[1]
-        state = state.view(layers, directions, batch, -1).permute(2, 0, 1, 3)
+        state = state.view(layers, directions, batch, -1).permute(2, 0, 1, 3)  # (B, layers, directions, H / d)
         return state.reshape(batch, layers, -1)
 
 
@@ -368,21 +285,21 @@ class LSTMSeq2SeqDecoder(nn.Module):
     def init_cache(self, encoder_outputs: LSTMSeq2SeqEncoderOutput) -> LSTMSeq2SeqCache:
         """State before the first target token: bridged encoder states (or zeros), empty input feed."""
         config = self.config
-        memory = encoder_outputs.last_hidden_state
+        memory = encoder_outputs.last_hidden_state  # (B, S, H)
         batch = memory.shape[0]
 
         def bridge(linear: nn.Linear, final: torch.Tensor) -> torch.Tensor:
-            state = torch.tanh(linear(final.reshape(batch, -1)))
+            state = torch.tanh(linear(final.reshape(batch, -1)))  # (B, enc_layers * H) -> (B, dec_layers * H)
             return state.view(batch, config.num_decoder_layers, config.hidden_size).transpose(0, 1).contiguous()
 
         if config.decoder_init == "bridge":
-            hidden = bridge(self.bridge_hidden, encoder_outputs.final_hidden_state)
+            hidden = bridge(self.bridge_hidden, encoder_outputs.final_hidden_state)  # (dec_layers, B, H)
             cell = bridge(self.bridge_cell, encoder_outputs.final_cell_state) if self.bridge_cell else None
         else:
             hidden = memory.new_zeros(config.num_decoder_layers, batch, config.hidden_size)
             cell = torch.zeros_like(hidden) if config.cell_type == "lstm" else None
         input_feed = memory.new_zeros(batch, config.hidden_size) if config.input_feeding else None
-        keys = self.attention.project_keys(memory) if self.attention is not None else None
+        keys = self.attention.project_keys(memory) if self.attention is not None else None  # (B, S, H)
         return LSTMSeq2SeqCache(hidden, cell, input_feed, keys)
 
     def forward(
@@ -392,68 +309,44 @@ class LSTMSeq2SeqDecoder(nn.Module):
         encoder_attention_mask: torch.Tensor,
         cache: LSTMSeq2SeqCache | None = None,
     ) -> tuple[torch.Tensor, LSTMSeq2SeqCache, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """Returns attentional vectors (B, T, H), the state after the last token, attention weights, embeddings and
-        RNN outputs."""
+        """input_ids (B, T) target ids, read after the state in `cache` (from the encoder when None) ->
+        attentional vectors (B, T, H), the state after the last token, attention weights (B, T, S) or None,
+        embeddings (B, T, E) and RNN outputs (B, T, H)."""
         check_token_ids("decoder_input_ids", input_ids, self.config.decoder_vocab_size)
         if cache is None:
             cache = self.init_cache(encoder_outputs)
-        memory = encoder_outputs.last_hidden_state
-        memory_mask = encoder_attention_mask.bool()
-        if cache.ended_rows is not None:
-            input_ids, memory, memory_mask = self._drop_ended_rows(cache, input_ids, memory, memory_mask)
-            if input_ids.shape[0] == 0:  # every sentence has ended: nothing left to compute
-                nothing = memory.new_zeros(0, input_ids.shape[1], self.config.hidden_size)
-                cache.seen_tokens += input_ids.shape[1]
-                return nothing, cache, None, nothing, nothing
-        embeddings = self.embedding_dropout(self.embed_tokens(input_ids))
+        memory = encoder_outputs.last_hidden_state  # (B, S, H)
+        memory_mask = encoder_attention_mask.bool()  # (B, S)
+        embeddings = self.embedding_dropout(self.embed_tokens(input_ids))  # (B, T, E)
 
         if self.config.input_feeding:
-            hidden, cell, feed = list(cache.hidden.unbind(0)), cache.cell, cache.input_feed
+            hidden, cell, feed = list(cache.hidden.unbind(0)), cache.cell, cache.input_feed  # layers x (B, H)
             cell = None if cell is None else list(cell.unbind(0))
             vector_steps, weight_steps, rnn_steps = [], [], []
             for t in range(input_ids.shape[1]):
-                rnn_output = self._cell_step(torch.cat([embeddings[:, t], feed], dim=-1), hidden, cell)
+                rnn_output = self._cell_step(torch.cat([embeddings[:, t], feed], dim=-1), hidden, cell)  # (B, H)
                 vector, weights = self._attend(rnn_output.unsqueeze(1), memory, memory_mask, cache.attention_keys)
-                feed = vector.squeeze(1)
+                feed = vector.squeeze(1)  # (B, 1, H) -> (B, H)
                 rnn_steps.append(rnn_output)
                 vector_steps.append(vector)
                 weight_steps.append(weights)
-            rnn_outputs, vectors = torch.stack(rnn_steps, dim=1), torch.cat(vector_steps, dim=1)
-            attention = torch.cat(weight_steps, dim=1) if self.attention is not None else None
+            rnn_outputs, vectors = torch.stack(rnn_steps, dim=1), torch.cat(vector_steps, dim=1)  # (B, T, H)
+            attention = torch.cat(weight_steps, dim=1) if self.attention is not None else None  # (B, T, S)
             state = torch.stack(hidden) if cell is None else (torch.stack(hidden), torch.stack(cell))
         else:
             feed = None
-            rnn_outputs, state = self.rnn(embeddings, cache.rnn_state)
-            vectors, attention = self._attend(rnn_outputs, memory, memory_mask, cache.attention_keys)
+            rnn_outputs, state = self.rnn(embeddings, cache.rnn_state)  # (B, T, H), (layers, B, H)
+            vectors, attention = self._attend(rnn_outputs, memory, memory_mask, cache.attention_keys)  # (B, T, H)
 
         hidden, cell = state if isinstance(state, tuple) else (state, None)
-        new_cache = LSTMSeq2SeqCache(
-            hidden, cell, feed, cache.attention_keys, cache.seen_tokens + input_ids.shape[1], cache.ended_rows
-        )
+        new_cache = LSTMSeq2SeqCache(hidden, cell, feed, cache.attention_keys, cache.seen_tokens + input_ids.shape[1])
         return vectors, new_cache, attention, embeddings, rnn_outputs
-
-    @staticmethod
-    def _drop_ended_rows(
-        cache: LSTMSeq2SeqCache, input_ids: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Shrink `cache` (in place) to the rows still decoded; returns their input ids, memory and mask."""
-        state = cache.ended_rows
-        if state.rows is None:
-            state.rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-            state.memory, state.memory_mask = memory, memory_mask
-        input_ids = input_ids[state.rows]
-        ended = state.ended_now(input_ids)
-        state.ended = ended if state.ended is None else state.ended | ended
-        if int(state.ended.sum()) * 8 >= max(len(ended), 8) or bool(state.ended.all()):
-            keep = ~state.ended
-            cache.keep_rows(keep)
-            input_ids = input_ids[keep]
-        return input_ids, state.memory, state.memory_mask
 
     def _cell_step(
         self, step_input: torch.Tensor, hidden: list[torch.Tensor], cell: list[torch.Tensor] | None
     ) -> torch.Tensor:
-        """One time step through every layer, updating `hidden`/`cell` (one tensor per layer) in place.
+        """One time step (B, E + H) through every layer, updating `hidden`/`cell` (one (B, H) per layer) in place;
+        returns the top layer's output (B, H).
 
         Input feeding forces a loop over time; calling `nn.LSTM` once per step costs about
         1.5x the forward+backward time of torch's cell functions on the very same weights.
@@ -474,6 +367,7 @@ class LSTMSeq2SeqDecoder(nn.Module):
     def _attend(
         self, rnn_output: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor, keys: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, H) decoder outputs -> attentional vectors (B, T, H) after dropout, weights (B, T, S) or None."""
         if self.attention is None:
             return self.dropout(rnn_output), None
         vector, weights = self.attention(rnn_output, memory, memory_mask, keys)
@@ -485,13 +379,25 @@ class LSTMSeq2SeqPreTrainedModel(PreTrainedModel):
     config_class = LSTMSeq2SeqConfig
     base_model_prefix = "model"
     main_input_name = "input_ids"
-    supports_gradient_checkpointing = False
+    # Activation checkpointing recomputes the attention layer in the backward pass (its largest activation, e.g.
+    # concat attention's (batch, target, source, hidden) energies). The recurrent layers keep theirs: backpropagation
+    # through time needs every step's state, and a fused nn.LSTM call has no layers to checkpoint one at a time.
+    supports_gradient_checkpointing = True
     _no_split_modules = ["LSTMSeq2SeqEncoder", "LSTMSeq2SeqDecoder"]
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         # The recurrent state is not a key/value cache: generate must not build a DynamicCache for it.
         return False
+
+    def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs) -> None:
+        if enable and self.config.attention_type == "none":
+            raise ValueError(
+                "Activation checkpointing is not supported with `attention_type='none'`: it recomputes the attention "
+                "layer, and the recurrent layers keep their activations (backpropagation through time needs every "
+                "step's state)."
+            )
+        super()._set_gradient_checkpointing(enable, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Uniform(-r, r) everywhere, as the OpenNMT/JoeyNMT baselines do; padding embeddings start at zero."""
@@ -500,13 +406,65 @@ class LSTMSeq2SeqPreTrainedModel(PreTrainedModel):
             for parameter in module.parameters():
                 init.uniform_(parameter, -r, r)
         elif isinstance(module, nn.Linear):
-            init.uniform_(module.weight, -r, r)
+            # A tied output layer takes the embedding's values: drawing its weight anyway would shift its bias's draws.
+            if not (self.config.tie_word_embeddings and module is self.get_output_embeddings()):
+                init.uniform_(module.weight, -r, r)
             if module.bias is not None:
                 init.uniform_(module.bias, -r, r)
         elif isinstance(module, nn.Embedding):
             init.uniform_(module.weight, -r, r)
             if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
                 init.zeros_(module.weight[module.padding_idx])
+
+    def _resize_token_embeddings(
+        self, new_num_tokens: int | None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """What `resize_token_embeddings(n)` does: the *source* vocabulary (encoder embeddings, `vocab_size`) gets
+        n entries, and the target side (decoder embeddings, output layer, `decoder_vocab_size`) follows when source
+        and target are one vocabulary (`decoder_vocab_size == vocab_size`: joint, shared or tied models).
+
+        A separate target vocabulary keeps its size, whichever is larger: with `decoder_vocab_size < vocab_size`
+        the targets are the tokenizer's first `decoder_vocab_size` ids (train.py's `--decoder_vocab_size`), so
+        tokens added at the end of the tokenizer are source-only. Resize the target side with
+        `resize_decoder_token_embeddings`.
+        """
+        target_follows = self.config.decoder_vocab_size == self.config.vocab_size
+        source = self._get_resized_embeddings(
+            self.base_model.encoder.embed_tokens, new_num_tokens, pad_to_multiple_of, mean_resizing
+        )
+        if target_follows:
+            self._resize_target_vocabulary(source.num_embeddings, mean_resizing)
+        return source
+
+    def resize_decoder_token_embeddings(self, new_num_tokens: int, mean_resizing: bool = True) -> nn.Embedding:
+        """Give the target vocabulary `new_num_tokens` entries: decoder embeddings, output layer (weight and bias)
+        and `decoder_vocab_size`; kept rows keep their values. The source side does not change.
+
+        Raises:
+            ValueError: with `share_embeddings=True` (one matrix for both sides: use `resize_token_embeddings`).
+        """
+        if self.config.share_embeddings:
+            raise ValueError(
+                "`share_embeddings=True`: source and target share one embedding matrix, so resize both with "
+                "`resize_token_embeddings`."
+            )
+        self._resize_target_vocabulary(new_num_tokens, mean_resizing)
+        self.tie_weights()
+        return self.base_model.decoder.embed_tokens
+
+    def _resize_target_vocabulary(self, new_num_tokens: int, mean_resizing: bool) -> None:
+        embeddings = self.base_model.decoder.embed_tokens
+        # A shared matrix was already resized with the source one; the module's row count follows it.
+        self._get_resized_embeddings(embeddings, new_num_tokens, mean_resizing=mean_resizing)
+        embeddings.num_embeddings = new_num_tokens
+        head = self.get_output_embeddings()
+        if (
+            head is not None and self.config.tie_word_embeddings
+        ):  # its weight is that matrix; `tie_weights` pads the bias
+            head.out_features = new_num_tokens
+        elif head is not None:
+            self.set_output_embeddings(self._get_resized_lm_head(head, new_num_tokens, mean_resizing=mean_resizing))
+        self.config.decoder_vocab_size = new_num_tokens
 
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
         """When the code travels with the weights, point every Auto class at it, not just the one registered."""
@@ -525,11 +483,11 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
 
     def __init__(self, config: LSTMSeq2SeqConfig):
         super().__init__(config)
+        # Two modules even when shared: transformers ties the *parameters* (`share_embeddings` below), and one
+        # module under two names would hide a shared matrix missing from a checkpoint from its loading report.
         source_embeddings = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
-        target_embeddings = (
-            source_embeddings
-            if config.share_embeddings
-            else nn.Embedding(config.decoder_vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
+        target_embeddings = nn.Embedding(
+            config.decoder_vocab_size, config.embedding_size, padding_idx=config.pad_token_id
         )
         self.encoder = LSTMSeq2SeqEncoder(config, source_embeddings)
         self.decoder = LSTMSeq2SeqDecoder(config, target_embeddings)
@@ -539,9 +497,9 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
 
     def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
         # transformers ties only under `tie_word_embeddings`; sharing source/target embeddings is its own switch.
-        if self.config.share_embeddings and not all_submodels:
-            return dict(self._tied_weights_keys)
-        return super().get_expanded_tied_weights_keys(all_submodels=all_submodels)
+        if all_submodels:
+            return super().get_expanded_tied_weights_keys(all_submodels=True)
+        return dict(self._tied_weights_keys) if self.config.share_embeddings else {}
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.encoder.embed_tokens
@@ -549,7 +507,7 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.encoder.embed_tokens = value
         if self.config.share_embeddings:
-            self.decoder.embed_tokens = value
+            self.decoder.embed_tokens.weight = value.weight
 
     def get_encoder(self, modality: str | None = None) -> LSTMSeq2SeqEncoder:
         return self.encoder
@@ -568,8 +526,18 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput | tuple:
-        """`decoder_attention_mask` is accepted for API compatibility: a causal RNN never looks ahead, and
-        positions after a target's end only produce outputs the loss ignores."""
+        """input_ids / attention_mask (B, S) the right-padded source (or precomputed `encoder_outputs` with the mask),
+        decoder_input_ids (B, T) read after `cache` (the state after earlier target tokens; from the encoder when
+        None) -> `last_hidden_state` (B, T, H) attentional vectors, `cache` the state after the last token,
+        `cross_attentions` ((B, 1, T, S),) with `output_attentions`, `decoder_hidden_states` (embeddings, RNN
+        outputs, attentional vectors) with `output_hidden_states`.
+
+        `decoder_attention_mask` is accepted for API compatibility: a causal RNN never looks ahead, and
+        positions after a target's end only produce outputs the loss ignores.
+
+        Raises:
+            ValueError: token ids outside the vocabularies, left padding or empty sources, missing inputs.
+        """
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -593,10 +561,6 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
         vectors, new_cache, attention, embeddings, rnn_outputs = self.decoder(
             decoder_input_ids, encoder_outputs, attention_mask, cache=cache
         )
-        if new_cache.rows is not None:  # ended rows were dropped: zeros in their place keep the batch shape
-            vectors = vectors.new_zeros(decoder_input_ids.shape[0], *vectors.shape[1:]).index_copy(
-                0, new_cache.rows, vectors
-            )
         output = Seq2SeqModelOutput(
             last_hidden_state=vectors,
             cache=new_cache if use_cache else None,
@@ -608,89 +572,28 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, GenerationMixin):
-    """The translator: `LSTMSeq2SeqModel` plus the softmax layer, trainable with `labels`, usable with `generate()`."""
+class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, LSTMSeq2SeqGenerationMixin):
+    """The translator: `LSTMSeq2SeqModel` plus the softmax layer, trainable with `labels`, usable with `generate()`
+    (see `generation_lstm_seq2seq.py` for its output limit and how finished sentences leave the batch)."""
 
-    _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
-    _ended_rows: EndedRows | None = None  # set by generate() while it runs, when finished sentences may be dropped
+    # Trainer passes `num_items_in_batch` to a model that declares this; `token_cross_entropy` honours it.
+    accepts_loss_kwargs = True
+    _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}  # with `tie_word_embeddings`
 
     def __init__(self, config: LSTMSeq2SeqConfig):
         super().__init__(config)
         self.model = LSTMSeq2SeqModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.decoder_vocab_size)
+        if config.share_embeddings:
+            # Every parameter tied to one matrix must name the same source (transformers follows no chains): with
+            # shared embeddings that is the encoder's, the one a checkpoint holds.
+            self._tied_weights_keys = {"lm_head.weight": "model.encoder.embed_tokens.weight"}
         self.post_init()
+        self.generation_config.max_new_tokens_ratio = MAX_NEW_TOKENS_RATIO
+        self.generation_config.max_new_tokens_offset = MAX_NEW_TOKENS_OFFSET
 
     def get_encoder(self, modality: str | None = None) -> LSTMSeq2SeqEncoder:
         return self.model.encoder
-
-    def generate(self, *args, **kwargs):
-        """`GenerationMixin.generate`, with finished sentences dropped from the batch (see `EndedRows`).
-
-        The rows of a finished sentence can no longer change the output, so not computing
-        them leaves it unchanged: greedy search and sampling pad a sentence after its end
-        token; beam search stops extending a sentence once no running beam can beat its
-        finished hypotheses. Skipped (all rows computed, as stock generate does) for beam
-        sampling, whose random draws depend on every row, and when scores, logits,
-        attentions or hidden states are returned, since those expose every row's values.
-        """
-        config = copy.deepcopy(kwargs.get("generation_config") or self.generation_config)
-        config.update(**{key: value for key, value in kwargs.items() if key != "generation_config"})
-        eos, num_beams = config.eos_token_id, config.num_beams or 1
-        returns_per_row_values = config.return_dict_in_generate and (
-            config.output_scores or config.output_logits or config.output_attentions or config.output_hidden_states
-        )
-        speculative = kwargs.get("assistant_model") is not None or config.prompt_lookup_num_tokens is not None
-        if eos is not None and not returns_per_row_values and not speculative:
-            if num_beams == 1:
-                self._ended_rows = EndedRows(token_ids=torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos]))
-            elif not config.do_sample:
-                self._ended_rows = EndedRows(
-                    num_beams=num_beams, num_return_sequences=config.num_return_sequences or 1
-                )
-        try:
-            return super().generate(*args, **kwargs)
-        finally:
-            self._ended_rows = None
-
-    def _get_logits_processor(self, *args, **kwargs) -> logits_process.LogitsProcessorList:
-        """generate()'s logits processors; notes whether any of them could raise a score above zero."""
-        processors = super()._get_logits_processor(*args, **kwargs)
-        if self._ended_rows is not None:
-            self._ended_rows.scores_never_rise = all(isinstance(p, NON_RAISING_PROCESSORS) for p in processors) or (
-                len(processors) > 0 and isinstance(processors[-1], logits_process.LogitNormalization)
-            )
-        return processors
-
-    def _check_early_stop_heuristic(self, *args, **kwargs) -> torch.Tensor:
-        """Beam search's per-sentence test "can a running beam still beat the finished ones?", whose
-        negative marks a sentence done for good: its rows are then dropped (see `EndedRows`).
-
-        A sentence whose returned hypotheses are final (`EndedRows.sentences_settled`) is reported
-        done as well, so generate() neither extends it nor admits new hypotheses for it.
-        """
-        can_improve = super()._check_early_stop_heuristic(*args, **kwargs)
-        # transformers 5 passes keywords; called any other way, every row is simply kept.
-        if self._ended_rows is not None and self._ended_rows.num_beams > 1 and not args:
-            settled = self._ended_rows.sentences_settled(
-                **{
-                    key: kwargs[key]
-                    for key in (
-                        "running_beam_scores",
-                        "beam_scores",
-                        "is_sent_finished",
-                        "cur_len",
-                        "max_length",
-                        "decoder_prompt_len",
-                        "length_penalty",
-                    )
-                }
-            )
-            can_improve = can_improve & ~settled[:, None]
-            done = ~can_improve[:, 0]
-            if kwargs["early_stopping"] is True:  # a sentence with num_beams finished hypotheses takes no more
-                done |= kwargs["is_sent_finished"].all(dim=-1)
-            self._ended_rows.done_items = done
-        return can_improve
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
@@ -714,9 +617,15 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
-        """`labels` use -100 for positions the loss ignores (padding), as everywhere in transformers."""
+        """`LSTMSeq2SeqModel.forward` plus the softmax layer: `logits` (B, T, decoder_vocab_size).
+
+        `labels` (B, T) use -100 for positions the loss ignores (padding), as everywhere in transformers; without
+        `decoder_input_ids` they are shifted right into them. The loss is their mean token cross-entropy, or the
+        sum over `num_items_in_batch` when given (see `token_cross_entropy`).
+        """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None:
             check_token_ids("labels", labels, self.config.decoder_vocab_size, allow_ignore=True)
@@ -735,22 +644,8 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        new_cache = outputs.cache
-        if new_cache is not None and cache is None and self._ended_rows is not None:
-            new_cache.ended_rows = self._ended_rows
-        if new_cache is not None and new_cache.rows is not None:  # the softmax layer only for the rows held
-            state, hidden = new_cache.ended_rows, outputs.last_hidden_state
-            if state.logits is None:
-                state.logits = hidden.new_zeros(*hidden.shape[:2], self.lm_head.out_features)
-            # generate() copies the logits at once and ignores dropped rows, so one buffer serves every step.
-            logits = state.logits.index_copy_(0, state.rows, self.lm_head(hidden[state.rows]))
-        else:
-            logits = self.lm_head(outputs.last_hidden_state)
-        loss = None
-        if labels is not None:
-            loss = nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device), ignore_index=-100
-            )
+        logits = self.lm_head(outputs.last_hidden_state)  # (B, T, H) -> (B, T, target vocabulary)
+        loss = None if labels is None else token_cross_entropy(logits, labels, num_items_in_batch)
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
@@ -764,7 +659,6 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, Generation
 
 
 __all__ = [
-    "EndedRows",
     "LSTMSeq2SeqCache",
     "LSTMSeq2SeqEncoderOutput",
     "LSTMSeq2SeqForConditionalGeneration",
