@@ -180,11 +180,6 @@ def test_pipeline_folders_and_their_resaves_translate_where_hf_rnn_is_not_instal
     assert json.loads(result.stdout.splitlines()[-1]) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs LSTMSeq2SeqForConditionalGeneration.save_pretrained to record pipeline_translation.CUSTOM_PIPELINES "
-    "(and import that sibling module, so the file travels): see the report of the pipelines branch",
-)
 def test_model_folders_and_their_resaves_translate_where_hf_rnn_is_not_installed(tmp_path, tokenizer, translator):
     expected = [{"translation_text": expected_translation(translator, tokenizer, s)[0]} for s in SENTENCES]
     folder, resaved = tmp_path / "model", tmp_path / "resaved"
@@ -342,12 +337,6 @@ for task in ("image-text-to-text", "image-to-text"):
     assert "Logging error" not in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs LSTMCaptionerForConditionalGeneration.save_pretrained to record "
-    "pipeline_lstm_captioner.CUSTOM_PIPELINES (and import that sibling module, so the file travels): see the report "
-    "of the pipelines branch",
-)
 def test_captioner_model_folders_caption_without_a_prompt_where_hf_rnn_is_not_installed(
     captioner_parts, scenes, tmp_path
 ):

@@ -1,6 +1,7 @@
 """`python -m hf_rnn.translate`: input taken as written, one output line per input line, clear errors for closed or
 unreadable streams and missing tokenizers, death by the signal that ended it, and a console free of our warnings."""
 
+import copy
 import os
 import signal
 import subprocess
@@ -224,8 +225,15 @@ def our_warnings(stderr: str) -> list[str]:
     return [line for line in lines if not line.lstrip().startswith(PROGRESS)]
 
 
-def test_cli_and_pipelines_print_nothing_but_results(folder, tmp_path):
-    """Runs as a user would, Python warnings on: the CLI, both pipelines with hf_rnn, both without it."""
+def test_cli_and_pipelines_print_nothing_but_results(tokenizer, translator, tmp_path):
+    """Runs as a user would, Python warnings on: the CLI, both pipelines with hf_rnn, both without it.
+
+    The translator here ends its sentences (a random one never does, and each cut output is rightly reported)."""
+    stopping = copy.deepcopy(translator)
+    with torch.no_grad():
+        stopping.lm_head.bias[stopping.config.eos_token_id] += 20.0
+    folder = tmp_path / "stopping-translator"
+    TranslationPipeline(model=stopping, tokenizer=tokenizer).save_pretrained(folder)
     processor = LSTMCaptionerProcessor(LSTMCaptionerImageProcessor(), build_keyword_tokenizer(list(KEYWORDS)))
     torch.manual_seed(0)
     captioner = LSTMCaptionerForConditionalGeneration(

@@ -24,6 +24,7 @@ from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput, Seq2SeqM
 from transformers.utils import logging
 
 from .configuration_lstm_captioner import LSTMCaptionerConfig
+from .pipeline_lstm_captioner import CUSTOM_PIPELINES
 
 logger = logging.get_logger(__name__)
 
@@ -346,6 +347,11 @@ class LSTMCaptionerPreTrainedModel(PreTrainedModel):
                 **(getattr(self.config, "auto_map", None) or {}),
                 "AutoModel": f"{module}.LSTMCaptionerModel",
                 "AutoModelForImageTextToText": f"{module}.LSTMCaptionerForConditionalGeneration",
+            }
+            # The pipeline travels too: `pipeline(task, model=folder, trust_remote_code=True)` finds it without hf_rnn.
+            self.config.custom_pipelines = {
+                **(getattr(self.config, "custom_pipelines", None) or {}),
+                **CUSTOM_PIPELINES,
             }
         super().save_pretrained(save_directory, *args, **kwargs)
 

@@ -183,7 +183,9 @@ class LSTMPreTrainedModel(PreTrainedModel):
             for parameter in module.parameters():
                 init.uniform_(parameter, -r, r)
         elif isinstance(module, nn.Linear):
-            init.uniform_(module.weight, -r, r)
+            # A tied output layer takes the embedding's values: drawing its weight anyway would shift its bias's draws.
+            if not (self.config.tie_word_embeddings and module is self.get_output_embeddings()):
+                init.uniform_(module.weight, -r, r)
             if module.bias is not None:
                 init.uniform_(module.bias, -r, r)
         elif isinstance(module, nn.Embedding):

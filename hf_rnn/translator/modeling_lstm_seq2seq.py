@@ -26,6 +26,7 @@ from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput, Seq2SeqM
 
 from .configuration_lstm_seq2seq import LSTMSeq2SeqConfig
 from .generation_lstm_seq2seq import MAX_NEW_TOKENS_OFFSET, MAX_NEW_TOKENS_RATIO, LSTMSeq2SeqGenerationMixin
+from .pipeline_translation import CUSTOM_PIPELINES
 
 RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -474,6 +475,11 @@ class LSTMSeq2SeqPreTrainedModel(PreTrainedModel):
                 **(getattr(self.config, "auto_map", None) or {}),
                 "AutoModel": f"{module}.LSTMSeq2SeqModel",
                 "AutoModelForSeq2SeqLM": f"{module}.LSTMSeq2SeqForConditionalGeneration",
+            }
+            # The pipeline travels too: `pipeline(task, model=folder, trust_remote_code=True)` finds it without hf_rnn.
+            self.config.custom_pipelines = {
+                **(getattr(self.config, "custom_pipelines", None) or {}),
+                **CUSTOM_PIPELINES,
             }
         super().save_pretrained(save_directory, *args, **kwargs)
 
