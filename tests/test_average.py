@@ -2,12 +2,10 @@
 hand computation of the parameter means, folders that load anywhere, and a clear refusal for different models."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
-from helpers import run_without_hf_rnn, subprocess_env, tiny_model
+from helpers import run_without_hf_rnn, tiny_model
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoModelForSeq2SeqLM, AutoProcessor, AutoTokenizer
@@ -128,11 +126,12 @@ def test_checkpoints_with_different_vocabularies_of_one_size_are_refused(tokeniz
         average_checkpoints([second, first])
 
 
-def test_command_line_errors_are_one_line(tokenizer, tmp_path):
+def test_command_line_errors_are_one_line(tokenizer, tmp_path, capsys):
     save(translator(tokenizer, seed=1), tokenizer, tmp_path / "a")
     (tmp_path / "run" / "checkpoint-5").mkdir(parents=True)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("")
+    capsys.readouterr()
     cases = [
         (["--run", str(tmp_path / "run"), "--last", "2"], "0 complete checkpoint(s) (none), fewer than --last 2"),
         (["--checkpoints", str(tmp_path / "run")], "is a training output folder: use --run"),
@@ -140,10 +139,10 @@ def test_command_line_errors_are_one_line(tokenizer, tmp_path):
     ]
     for argv, message in cases:
         argv = argv if "--output" in argv else [*argv, "--output", str(tmp_path / "out")]
-        command = [sys.executable, "-m", "hf_rnn.average", *argv]
-        result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(tmp_path))
-        assert result.returncode == 1 and message in result.stderr, result.stderr
-        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert average_main(argv) == 1
+        stderr = capsys.readouterr().err
+        assert stderr.startswith("python -m hf_rnn.average: error: ") and message in stderr
+        assert stderr.count("\n") == 1
 
 
 @pytest.mark.slow
