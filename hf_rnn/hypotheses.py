@@ -82,8 +82,9 @@ def score_and_align(
         decoder_input_ids=decoder_input_ids.to(model.device),
         output_attentions=alignment,
     )
-    log_probs = torch.log_softmax(output.logits.float(), dim=-1).cpu()  # (N, T, V)
-    taken = log_probs.gather(2, labels.clamp(min=0).unsqueeze(2)).squeeze(2) * (labels != -100)  # (N, T)
+    log_probs = torch.log_softmax(output.logits.float(), dim=-1)  # (N, T, V)
+    taken = log_probs.gather(2, labels.clamp(min=0).unsqueeze(2).to(log_probs.device)).squeeze(2).cpu()  # (N, T)
+    taken = taken * (labels != -100)
     if alignment and output.cross_attentions is None:
         raise ValueError("Alignments need attention weights, and this model has no attention (attention_type='none').")
     special = set(tokenizer.all_special_ids)
@@ -121,14 +122,11 @@ def hypothesis_lines(
     )
     outputs = [[group] if isinstance(group, dict) else group for group in outputs]
     config = translator.model.generation_config
-    eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    eos = config.eos_token_id if config.eos_token_id is not None else translator.model.config.eos_token_id
+    eos = set(eos) if isinstance(eos, list) else {eos}
+    pad = translator.tokenizer.pad_token_id  # what the pipeline pads its outputs with
     hypotheses = [
-        [
-            Hypothesis(
-                o["translation_text"], generated_tokens(o["translation_token_ids"], set(eos), config.pad_token_id)
-            )
-            for o in group
-        ]
+        [Hypothesis(o["translation_text"], generated_tokens(o["translation_token_ids"], eos, pad)) for o in group]
         for group in outputs
     ]
     length_penalty = generate_kwargs.get("length_penalty", config.length_penalty)
