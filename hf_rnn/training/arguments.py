@@ -107,6 +107,13 @@ class TrainingArguments(Seq2SeqTrainingArguments):
             "final step's included), then evaluate, save and card that average (see hf_rnn/average.py)."
         },
     )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop once the validation `metric_for_best_model` has not improved for this many evaluations "
+            "(transformers' EarlyStoppingCallback); needs `load_best_model_at_end`, which then loads the best model."
+        },
+    )
 
     def __post_init__(self):
         if self.output_dir is None:
@@ -116,6 +123,13 @@ class TrainingArguments(Seq2SeqTrainingArguments):
             raise ValueError(f"`max_train_minutes` must be positive, got {self.max_train_minutes}.")
         if self.average_last_checkpoints is not None:
             self._check_averaging(self.average_last_checkpoints)
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(f"`early_stopping_patience` must be at least 1, got {self.early_stopping_patience}.")
+        if self.early_stopping_patience is not None and not self.load_best_model_at_end:
+            raise ValueError(
+                "`early_stopping_patience` compares evaluations by `metric_for_best_model` and keeps the best model: "
+                "set `load_best_model_at_end` (with `eval_strategy` and `save_strategy` alike)."
+            )
 
     def _check_averaging(self, k: int) -> None:
         """Averaging needs K checkpoints on disk at the end, and one final model."""
