@@ -45,15 +45,20 @@ class AveragingError(ValueError):
     """Checkpoints that cannot be averaged, or an output that cannot be written; the message says which and why."""
 
 
-def run_checkpoints(run_dir: str | Path, last: int) -> list[Path]:
-    """The newest `last` checkpoints of a training output folder that hold complete weights, oldest first."""
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The checkpoints of a training output folder that hold complete weights, oldest first."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise AveragingError(f"{run_dir} is not a folder.")
     found = sorted(
         (p for p in run_dir.iterdir() if p.is_dir() and CHECKPOINT_PATTERN.match(p.name)), key=checkpoint_step
     )
-    complete = [folder for folder in found if checkpoint_problem(folder, resumable=False) is None]
+    return [folder for folder in found if checkpoint_problem(folder, resumable=False) is None]
+
+
+def run_checkpoints(run_dir: str | Path, last: int) -> list[Path]:
+    """The newest `last` complete checkpoints of a training output folder, oldest first."""
+    complete = complete_checkpoints(run_dir)
     if len(complete) < last:
         raise AveragingError(
             f"{run_dir} holds {len(complete)} complete checkpoint(s) ({', '.join(p.name for p in complete) or 'none'}"

@@ -71,6 +71,20 @@ def test_an_ensemble_of_one_is_the_model(num_beams):
         torch.testing.assert_close(ours.sequences_scores, alone.sequences_scores)
 
 
+def test_an_ensemble_of_one_samples_what_the_model_samples():
+    """Sampling draws from the softmax of the scores: the model's logits and the ensemble's log-probabilities give
+    the same distribution, hence the same draws from the same seed."""
+    model = members()[0]
+    source, mask = batch()
+    kwargs = dict(input_ids=source, attention_mask=mask, max_new_tokens=9, do_sample=True, num_return_sequences=3)
+    with torch.no_grad():
+        torch.manual_seed(11)
+        alone = model.generate(**kwargs)
+        torch.manual_seed(11)
+        ours = Seq2SeqEnsemble([model]).generate(**kwargs)
+    assert torch.equal(ours, alone) and len(ours) == 3 * len(source)
+
+
 @pytest.mark.parametrize("length_penalty", [1.0, 0.0])
 def test_beam_scores_equal_the_teacher_forced_mean_of_member_log_probabilities(length_penalty):
     """Members of different cell types and attention: every returned hypothesis' score is its log-probability under

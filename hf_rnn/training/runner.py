@@ -15,10 +15,9 @@ from pathlib import Path
 from datasets import DatasetDict
 from transformers import set_seed
 
-from ..average import average_checkpoints
+from ..average import average_checkpoints, complete_checkpoints
 from ..cards.model_card import CardInfo, build_model_card
 from .arguments import RunConfig
-from .checkpoints import CHECKPOINT_PATTERN, checkpoint_problem, checkpoint_step
 from .run_record import prepare_output_dir
 from .trainer import push_output_folder, train_saving_on_interrupt
 
@@ -113,8 +112,7 @@ def _average_last_checkpoints(trainer, k: int) -> list[Path]:
     if not (output_dir / f"checkpoint-{trainer.state.global_step}").exists():
         trainer._save_checkpoint(trainer.model, trial=None)
     trainer.accelerator.wait_for_everyone()
-    saved = sorted((p for p in output_dir.iterdir() if CHECKPOINT_PATTERN.match(p.name)), key=checkpoint_step)
-    folders = [folder for folder in saved if checkpoint_problem(folder, resumable=False) is None][-k:]
+    folders = complete_checkpoints(output_dir)[-k:]
     if len(folders) < 2:
         logger.warning("average_last_checkpoints %d: the run saved one checkpoint, nothing to average.", k)
         return []
