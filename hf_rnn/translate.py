@@ -4,11 +4,14 @@
     python -m hf_rnn.translate --model DIR --file sentences.txt --output out.txt --num-beams 5
     echo "I am a student." | python -m hf_rnn.translate --model DIR --file -
     python -m hf_rnn.translate --model DIR "I am a student." --plot-attention attention.png
+    python -m hf_rnn.translate --model A --model B --model C --file test.en       # an ensemble
+    python -m hf_rnn.translate --model DIR --file test.en --n-best 5 --alignment   # scored n-best lists, alignments
 
 Input is taken as written: each line of `--file` (`-` for stdin) is one sentence whatever its line ending (LF, CRLF
 or CR; no other character ends a line), read as UTF-8, and an empty or blank line gives an empty line without
 calling the model. The output has exactly one line per sentence, in input order (a line break inside a translation
 is written as a space), and nothing limits its length but the model's generation config and `--max-new-tokens`.
+`--n-best K` writes K lines per sentence and `--alignment` adds Pharaoh alignments: formats in hf_rnn/hypotheses.py.
 
 Errors are one line on stderr: status 2 for bad arguments, 1 for input that cannot be read, output that cannot be
 written (a closed stdout included, before or during the run) or a model that cannot be loaded. SIGINT and SIGTERM
@@ -26,7 +29,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+from .ensemble import Seq2SeqEnsemble
 from .heatmap import attention_heatmap
+from .hypotheses import has_attention, hypothesis_lines
 from .translator import TranslationPipeline
 
 PROG = "python -m hf_rnn.translate"
@@ -49,7 +54,12 @@ class Interrupted(BaseException):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("sentences", nargs="*", help="Sentences to translate.")
-    parser.add_argument("--model", required=True, help="Saved model folder or Hub id.")
+    parser.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="Saved model folder or Hub id; repeated, an ensemble of models that share a tokenizer.",
+    )
     parser.add_argument("--tokenizer", help="Tokenizer folder or Hub id (default: the model's).")
     parser.add_argument("--file", help="Read one sentence per line from this file ('-' for stdin).")
     parser.add_argument("--output", help="Write translations here (default: stdout).")
@@ -59,11 +69,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--trust-remote-code", action="store_true", help="Needed only for models not made by hf_rnn.")
     parser.add_argument("--plot-attention", metavar="PNG", help="Save the attention heatmap of the first sentence.")
+    lists = parser.add_argument_group("n-best lists and alignments (formats: hf_rnn/hypotheses.py)")
+    lists.add_argument("--n-best", type=int, metavar="K", help="Write the K best translations with their scores.")
+    lists.add_argument("--alignment", action="store_true", help="Add each translation's attention alignment.")
     args = parser.parse_args(argv)
     if not args.sentences and not args.file:
         parser.error("give sentences as arguments or --file (use '-' for stdin)")
     if args.batch_size < 1 or args.num_beams < 1:
         parser.error("--batch-size and --num-beams must be at least 1")
+    if args.n_best is not None and not 1 <= args.n_best <= args.num_beams:
+        parser.error(f"--n-best must be between 1 and --num-beams ({args.num_beams}): beam search keeps that many")
     return args
 
 
@@ -91,24 +106,38 @@ def read_sentences(path: str) -> list[str]:
 
 
 def translate_in_batches(
-    translator: TranslationPipeline, sentences: list[str], batch_size: int, **generate_kwargs
+    translator: TranslationPipeline,
+    sentences: list[str],
+    batch_size: int,
+    n_best: int | None = None,
+    alignment: bool = False,
+    **generate_kwargs,
 ) -> Iterator[str]:
-    """Translations in input order; each `generate()` call gets sentences of similar length, so little is padding."""
+    """Output lines in input order: a translation per sentence, or (`n_best`, `alignment`) the lines described in
+    hf_rnn/hypotheses.py. Each `generate()` call gets sentences of similar length, so little is padding."""
     window = batch_size * WINDOW_BATCHES
     for start in range(0, len(sentences), window):
         chunk = sentences[start : start + window]
         order = sorted(range(len(chunk)), key=lambda i: len(chunk[i]))
-        translations = [""] * len(chunk)
+        lines: list[list[str]] = [[] for _ in chunk]
         for first in range(0, len(order), batch_size):
             indices = order[first : first + batch_size]
-            outputs = translator([chunk[i] for i in indices], batch_size=len(indices), **generate_kwargs)
+            texts = [chunk[i] for i in indices]
+            if n_best is None and not alignment:
+                outputs = [
+                    [o["translation_text"]] for o in translator(texts, batch_size=len(texts), **generate_kwargs)
+                ]
+            else:
+                numbers = [start + i for i in indices]
+                outputs = hypothesis_lines(translator, texts, numbers, n_best, alignment, **generate_kwargs)
             for index, output in zip(indices, outputs):
-                translations[index] = output["translation_text"]
-        yield from translations
+                lines[index] = output
+        for group in lines:
+            yield from group
 
 
 def load_translator(args: argparse.Namespace) -> TranslationPipeline:
-    tokenizer_name = args.tokenizer or args.model
+    tokenizer_name = args.tokenizer or args.model[0]
     folder = Path(tokenizer_name)
     if folder.is_dir() and not any((folder / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")):
         raise CLIError(
@@ -120,9 +149,12 @@ def load_translator(args: argparse.Namespace) -> TranslationPipeline:
     except (OSError, ValueError) as error:
         raise CLIError(f"cannot load the tokenizer of {tokenizer_name}: {_first_line(error)}") from error
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+        if len(args.model) == 1:
+            model = AutoModelForSeq2SeqLM.from_pretrained(args.model[0], trust_remote_code=args.trust_remote_code)
+        else:
+            model = Seq2SeqEnsemble.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     except (OSError, ValueError) as error:
-        raise CLIError(f"cannot load the model {args.model}: {_first_line(error)}") from error
+        raise CLIError(f"cannot load the model {', '.join(args.model)}: {_first_line(error)}") from error
     return TranslationPipeline(model=model.eval(), tokenizer=tokenizer, device=args.device)
 
 
@@ -165,12 +197,15 @@ def run(args: argparse.Namespace) -> None:
     output = Output(args.output)
     sentences = list(args.sentences) + (read_sentences(args.file) if args.file else [])
     translator = load_translator(args)
+    if args.alignment and not has_attention(translator.model):
+        raise CLIError("--alignment: the model has no attention (attention_type='none') to align with")
     generate_kwargs = {"num_beams": args.num_beams}
     if args.max_new_tokens is not None:
         generate_kwargs["max_new_tokens"] = args.max_new_tokens
+    lists = {"n_best": args.n_best, "alignment": args.alignment}
     try:
-        for translation in translate_in_batches(translator, sentences, args.batch_size, **generate_kwargs):
-            output.write_line(translation)
+        for line in translate_in_batches(translator, sentences, args.batch_size, **lists, **generate_kwargs):
+            output.write_line(line)
     finally:
         output.close()
     if args.plot_attention:

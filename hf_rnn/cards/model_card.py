@@ -6,7 +6,8 @@ a `datasets:` entry only for a Hub dataset, the languages the data or the user n
 apply, metrics computed on raw references, and no local paths.
 """
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -28,6 +29,7 @@ class CardInfo:
     metrics: dict[str, float]
     training_hyperparameters: dict[str, object]
     log_history: list[dict]
+    averaged_checkpoints: list[str] = field(default_factory=list)  # the model is their average (names, oldest first)
 
 
 def build_model_card(info: CardInfo, repo_id: str) -> ModelCard:
@@ -62,6 +64,7 @@ def build_model_card(info: CardInfo, repo_id: str) -> ModelCard:
         "",
         details.description,
         "",
+        *(averaging_lines(info.averaged_checkpoints) if info.averaged_checkpoints else []),
         "## Usage",
         "",
         "```python",
@@ -95,6 +98,52 @@ def build_model_card(info: CardInfo, repo_id: str) -> ModelCard:
         "",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def averaging_lines(checkpoints: list[str]) -> list[str]:
+    """The card section saying that the weights are an average, and of what."""
+    names = ", ".join(f"`{name}`" for name in checkpoints)
+    return [
+        "## Checkpoint averaging",
+        "",
+        f"The weights are the element-wise mean of {len(checkpoints)} checkpoints: {names}. Floating-point "
+        "parameters and buffers (e.g. BatchNorm running statistics) are averaged; integer buffers (BatchNorm's batch "
+        "counters) are those of the last one.",
+        "",
+    ]
+
+
+def averaged_model_card(
+    base: ModelCard | None, checkpoints: list[str], model_name: str, pipeline_tag: str | None
+) -> ModelCard:
+    """The card of a checkpoint average made after training (`python -m hf_rnn.average`): the run's card `base`
+    with the averaging section added, renamed to `model_name`, and its evaluation results moved out of the metadata
+    (they were measured on another model: the run's final one); a short card when the run left none."""
+    tag = "checkpoint-average"
+    if base is None:
+        data = ModelCardData(
+            library_name="transformers", pipeline_tag=pipeline_tag, tags=["hf-rnn", tag], model_name=model_name
+        )
+        body = [f"# {model_name}", "", *averaging_lines(checkpoints), "## Evaluation", "", "Not evaluated.", ""]
+        return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+    data, old_name = base.data, base.data.model_name
+    data.eval_results, data.model_name = None, model_name
+    data.tags = [*(data.tags or []), tag]
+    preamble, *sections = re.split(r"(?m)^(?=## )", base.text)
+    if old_name:
+        preamble = preamble.replace(f"# {old_name}", f"# {model_name}", 1)
+    parts = [preamble.strip("\n") + "\n\n" + "\n".join(averaging_lines(checkpoints)) + "\n"]
+    for section in sections:
+        if section.startswith("## Evaluation"):
+            measured = section.removeprefix("## Evaluation").strip("\n")
+            section = (
+                "## Evaluation\n\nThis average has not been evaluated. The run's card reported, for its final "
+                f"model:\n\n{measured}\n\n"
+            )
+        elif section.startswith("## Usage") and old_name:
+            section = section.replace(f'"{old_name}"', f'"{model_name}"')
+        parts.append(section)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "".join(parts))
 
 
 def _evaluation_lines(info: CardInfo) -> list[str]:
@@ -131,4 +180,4 @@ def _loss_table(log_history: list[dict], eval_columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CardInfo", "build_model_card"]
+__all__ = ["CardInfo", "averaged_model_card", "averaging_lines", "build_model_card"]

@@ -100,6 +100,20 @@ class TrainingArguments(Seq2SeqTrainingArguments):
         default=None,
         metadata={"help": "Stop training after this many minutes (then save and evaluate as usual): equal-time runs."},
     )
+    average_last_checkpoints: int | None = field(
+        default=None,
+        metadata={
+            "help": "After training, make the final model the element-wise mean of the last K checkpoints (the "
+            "final step's included), then evaluate, save and card that average (see hf_rnn/average.py)."
+        },
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop once the validation `metric_for_best_model` has not improved for this many evaluations "
+            "(transformers' EarlyStoppingCallback); needs `load_best_model_at_end`, which then loads the best model."
+        },
+    )
 
     def __post_init__(self):
         if self.output_dir is None:
@@ -107,6 +121,34 @@ class TrainingArguments(Seq2SeqTrainingArguments):
         super().__post_init__()
         if self.max_train_minutes is not None and self.max_train_minutes <= 0:
             raise ValueError(f"`max_train_minutes` must be positive, got {self.max_train_minutes}.")
+        if self.average_last_checkpoints is not None:
+            self._check_averaging(self.average_last_checkpoints)
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(f"`early_stopping_patience` must be at least 1, got {self.early_stopping_patience}.")
+        if self.early_stopping_patience is not None and not self.load_best_model_at_end:
+            raise ValueError(
+                "`early_stopping_patience` compares evaluations by `metric_for_best_model` and keeps the best model: "
+                "set `load_best_model_at_end` (with `eval_strategy` and `save_strategy` alike)."
+            )
+
+    def _check_averaging(self, k: int) -> None:
+        """Averaging needs K checkpoints on disk at the end, and one final model."""
+        if k < 2:
+            raise ValueError(f"`average_last_checkpoints` must be at least 2 (checkpoints to average), got {k}.")
+        if self.save_strategy == "no":
+            raise ValueError(
+                "`average_last_checkpoints` averages saved checkpoints, but `save_strategy` is 'no': set it to "
+                "'steps' (with `save_steps`) or 'epoch'."
+            )
+        if self.save_total_limit is not None and self.save_total_limit < k:
+            raise ValueError(
+                f"`average_last_checkpoints` {k} needs the last {k} checkpoints, but `save_total_limit` "
+                f"{self.save_total_limit} keeps fewer: raise it to at least {k}."
+            )
+        if self.load_best_model_at_end:
+            raise ValueError(
+                "`average_last_checkpoints` and `load_best_model_at_end` each choose the final model: use one."
+            )
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The one training runner every task uses (`train.py` → `run`).
 
     arguments → output folder checked → data → processor → model inputs → model → Trainer
-    → train (resumable) → evaluate with generation → save (model, processor, code, card) → push → examples
+    → train (resumable) → [average the last checkpoints] → evaluate with generation → save (model, processor, code,
+    card) → push → examples
 
 Each step that is the task's own is a method of its `Task` (hf_rnn/tasks/base.py); everything else is here,
 once. Every process of a multi-process run executes it; writing is the main process's job.
@@ -14,6 +15,7 @@ from pathlib import Path
 from datasets import DatasetDict
 from transformers import set_seed
 
+from ..average import average_checkpoints, complete_checkpoints
 from ..cards.model_card import CardInfo, build_model_card
 from .arguments import RunConfig
 from .run_record import prepare_output_dir
@@ -61,6 +63,11 @@ def run(config: RunConfig) -> dict:
         compute_metrics=task.compute_metrics(processor, raw["validation"]) if "validation" in raw else None,
     )
     train_result = train_saving_on_interrupt(trainer, state.resume_from_checkpoint)
+    averaged = (
+        _average_last_checkpoints(trainer, training.average_last_checkpoints)
+        if training.average_last_checkpoints
+        else []
+    )
     # Not `save_model()`: with push_to_hub it would push Trainer's generic card; the final push is push_output_folder.
     trainer.save_model(_internal_call=True)
     trainer.save_state()  # trainer_state.json: the log history (losses, throughput) beside the final model
@@ -81,7 +88,7 @@ def run(config: RunConfig) -> dict:
         examples = rows.select(range(min(args.num_examples_to_print, len(rows))))
         task.save_extras(trainer.model, processor, output_dir, examples)
         repo_id = training.hub_model_id or output_dir.name
-        card = build_model_card(_card(config, trainer, metrics, eval_split, examples), repo_id)
+        card = build_model_card(_card(config, trainer, metrics, eval_split, examples, averaged), repo_id)
         card.save(output_dir / "README.md")
         if training.push_to_hub:
             push_output_folder(trainer, output_dir)
@@ -92,6 +99,29 @@ def run(config: RunConfig) -> dict:
         print(f"\nScores: {scores}")
         print(f"Model, processor and model card saved to {output_dir}")
     return metrics
+
+
+def _average_last_checkpoints(trainer, k: int) -> list[Path]:
+    """Make the trained model the mean of the run's last `k` checkpoints; the final step is saved first if the
+    schedule did not save it (a time budget ended training). Returns the averaged checkpoints, oldest first.
+
+    Every process averages the same files into its copy of the model, so that evaluation and saving see the average.
+    """
+    output_dir = Path(trainer.args.output_dir)
+    trainer.accelerator.wait_for_everyone()
+    if not (output_dir / f"checkpoint-{trainer.state.global_step}").exists():
+        trainer._save_checkpoint(trainer.model, trial=None)
+    trainer.accelerator.wait_for_everyone()
+    folders = complete_checkpoints(output_dir)[-k:]
+    if len(folders) < 2:
+        logger.warning("average_last_checkpoints %d: the run saved one checkpoint, nothing to average.", k)
+        return []
+    if len(folders) < k:
+        logger.warning("average_last_checkpoints %d: the run saved %d checkpoints, averaging those.", k, len(folders))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.load_state_dict(average_checkpoints(folders, type(model)).state_dict())
+    logger.info("The final model is the average of %s.", ", ".join(folder.name for folder in folders))
+    return folders
 
 
 def _limit_and_split(data: DatasetDict, data_args, evaluates: bool, seed: int) -> DatasetDict:
@@ -127,7 +157,9 @@ def _limit_and_split(data: DatasetDict, data_args, evaluates: bool, seed: int) -
     )
 
 
-def _card(config: RunConfig, trainer, metrics: dict, eval_split: str | None, examples) -> CardInfo:
+def _card(
+    config: RunConfig, trainer, metrics: dict, eval_split: str | None, examples, averaged: list[Path]
+) -> CardInfo:
     task, training, model = config.task, config.training, trainer.model
     data_args = config.data
     dataset_id, dataset_description = task.dataset_reference()
@@ -155,6 +187,7 @@ def _card(config: RunConfig, trainer, metrics: dict, eval_split: str | None, exa
             "training time (s)": round(metrics.get("train_runtime", 0.0), 1),
         },
         log_history=trainer.state.log_history,
+        averaged_checkpoints=[folder.name for folder in averaged],
     )
 
 

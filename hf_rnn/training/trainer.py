@@ -15,7 +15,7 @@ from pathlib import Path
 import datasets
 import torch
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
-from transformers import Seq2SeqTrainer, TrainerCallback
+from transformers import EarlyStoppingCallback, Seq2SeqTrainer, TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_pt_utils import LengthGroupedSampler, find_batch_size, get_length_grouped_indices
@@ -82,8 +82,8 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
 
 
 class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
-    """`Seq2SeqTrainer` with safe checkpoints, exact multi-process metrics, a target-token throughput log and a time
-    budget.
+    """`Seq2SeqTrainer` with safe checkpoints, exact multi-process metrics, a target-token throughput log, a time
+    budget and early stopping (`early_stopping_patience`).
 
     Checkpoints are staged in a hidden folder and renamed into place when complete; a step that already has a
     complete checkpoint is never written again (see `hf_rnn.training.checkpoints`). Hub uploads (Trainer's per-save
@@ -105,6 +105,9 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
         minutes = getattr(self.args, "max_train_minutes", None)
         if minutes:
             self.add_callback(TimeBudgetCallback(minutes))
+        patience = getattr(self.args, "early_stopping_patience", None)
+        if patience:
+            self.add_callback(EarlyStoppingCallback(early_stopping_patience=patience))
         self._target_tokens, self._tokens_since = 0, time.perf_counter()
         self._examples_in_step = None
 
