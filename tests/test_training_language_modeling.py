@@ -347,3 +347,11 @@ def test_a_document_column_is_required_for_table_files(tmp_path):
     argv = [*TINY, "--train_file", str(path), "--output_dir", str(tmp_path / "out"), "--max_steps", "1"]
     with pytest.raises(DataFileError, match=r"docs.jsonl: has columns \['body'\], not 'text': set `text_column`"):
         train.main(argv)
+
+
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="checks the machine without an accelerator")
+def test_bf16_without_an_accelerator_means_cpu_autocast(tmp_path):
+    from hf_rnn.training.arguments import parse_args
+
+    run = parse_args(["char_shakespeare", "--output_dir", str(tmp_path), "--train_file", corpus(tmp_path)])
+    assert run.training.bf16 and run.training.use_cpu

@@ -104,6 +104,10 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     def __post_init__(self):
         if self.output_dir is None:
             raise ValueError("`output_dir` is required: set it in the YAML file or pass `--output_dir DIR`.")
+        if (self.bf16 or self.bf16_full_eval) and not self.use_cpu and not torch.accelerator.is_available():
+            # No accelerator: bf16 means autocast on the CPU (fast where it has AMX or AVX512-BF16), which
+            # transformers only allows with use_cpu.
+            self.use_cpu = True
         super().__post_init__()
         if self.max_train_minutes is not None and self.max_train_minutes <= 0:
             raise ValueError(f"`max_train_minutes` must be positive, got {self.max_train_minutes}.")
