@@ -30,6 +30,7 @@ from transformers import (
 from ..data.files import Field, check_files_exist, file_identity, load_fields
 from ..data.tokenization import train_char_tokenizer, train_tokenizer
 from ..lstm import LSTMConfig, LSTMForSequenceClassification
+from ..training.time_budget import TimeBudgetScheduleMixin
 from ..training.trainer import RecurrentSeq2SeqTrainer
 from .base import CardDetails, Task
 
@@ -56,8 +57,8 @@ class ClassificationArguments:
     languages: list[str] | None = field(default=None, metadata={"help": "Language codes for the model card."})
 
 
-class ClassificationTrainer(RecurrentSeq2SeqTrainer):
-    """The project's Trainer for one label per text."""
+class ClassificationTrainer(TimeBudgetScheduleMixin, RecurrentSeq2SeqTrainer):
+    """The project's Trainer for one label per text, its learning rate decaying over the time budget too."""
 
     def _get_train_sampler(self, train_dataset=None):
         # RecurrentSeq2SeqTrainer groups by target length; a label is one id, so `group_by_length` groups by input
