@@ -167,6 +167,7 @@ def trained(tmp_path_factory):
     argv = [*TINY, *files(folder, reviews(40), reviews(10, offset=40), reviews(9, offset=50))]
     argv += ["--model.id2label", "{0: negative, 1: positive}", "--model.bidirectional", "true"]
     argv += ["--model.pooling", "attention", "--max_steps", "12", "--eval_strategy", "no", "--save_strategy", "no"]
+    argv += ["--train_sampling_strategy", "group_by_length"]  # batches of equal length; evaluation keeps file order
     output_dir = folder / "sentiment"
     metrics = train.main([*argv, "--output_dir", str(output_dir), "--languages", "ko", "en"])
     return folder, output_dir, metrics
@@ -254,3 +255,52 @@ def test_naming_the_task_without_a_config_file_takes_nothing_from_the_default_co
     run = parse_args(["--task", "text-classification", "--output_dir", str(tmp_path), "--train_file", "x.jsonl"])
     assert run.config_file is None and run.task.name == "text-classification"
     assert run.task_args.text_column == "text" and run.model == {}
+
+
+def test_equal_length_sampler_batches_rows_of_one_length_where_it_can():
+    from hf_rnn.tasks.classification import EqualLengthSampler
+
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 9, (203,), generator=generator).tolist()
+    sampler = EqualLengthSampler(lengths, batch_size=8)
+    torch.manual_seed(0)
+    order = list(sampler)
+    assert sorted(order) == list(range(203))
+    batches = [order[start : start + 8] for start in range(0, 203, 8)]
+    mixed = [batch for batch in batches if len({lengths[i] for i in batch}) > 1]
+    leftovers = sum(lengths.count(length) % 8 for length in set(lengths))
+    assert len(mixed) <= -(-leftovers // 8) and len(batches[-1]) == 203 % 8
+    torch.manual_seed(0)
+    assert list(sampler) == order  # the global generator decides: a resumed run draws the same order
+    assert list(sampler) != order  # and every epoch another one
+
+
+def test_evaluation_keeps_file_order_under_group_by_length(tmp_path):
+    """The metrics compare predictions with the raw rows in file order; transformers' Trainer would evaluate in
+    length-grouped order under group_by_length."""
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding
+
+    from hf_rnn import LSTMConfig, LSTMForSequenceClassification
+    from hf_rnn.data.tokenization import train_char_tokenizer
+    from hf_rnn.tasks.classification import ClassificationTrainer
+    from hf_rnn.training.arguments import TrainingArguments
+
+    texts = [text for row in reviews(30) for text in [row["text"] * (1 + len(row["text"]) % 3)]]
+    tokenizer = train_char_tokenizer(texts)
+    torch.manual_seed(0)
+    config = LSTMConfig(vocab_size=len(tokenizer), embedding_size=8, hidden_size=8, num_labels=3, init_range=0.5)
+    model = LSTMForSequenceClassification(config).eval()
+    rows = Dataset.from_dict({**tokenizer(texts), "labels": [0] * len(texts)})
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_eval_batch_size=4,
+        train_sampling_strategy="group_by_length",
+        predict_with_generate=False,
+        report_to="none",
+    )
+    trainer = ClassificationTrainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer))
+    predicted = trainer.predict(rows).predictions
+    with torch.no_grad():
+        expected = torch.cat([model(**tokenizer(text, return_tensors="pt")).logits for text in texts])
+    torch.testing.assert_close(torch.as_tensor(predicted), expected, atol=1e-5, rtol=0)

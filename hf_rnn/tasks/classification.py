@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
+from torch.utils.data import Sampler, SequentialSampler
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -58,12 +59,54 @@ class ClassificationArguments:
 
 
 class ClassificationTrainer(TimeBudgetScheduleMixin, RecurrentSeq2SeqTrainer):
-    """The project's Trainer for one label per text, its learning rate decaying over the time budget too."""
+    """The project's Trainer for one label per text, its learning rate decaying over the time budget too.
+
+    `train_sampling_strategy: group_by_length` makes batches of texts of one length where the data allow it
+    (`EqualLengthSampler`): a batch without padding runs the RNN's fused kernel.
+    """
 
     def _get_train_sampler(self, train_dataset=None):
-        # RecurrentSeq2SeqTrainer groups by target length; a label is one id, so `group_by_length` groups by input
-        # length here, as transformers' Trainer does.
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length":
+            return EqualLengthSampler([len(ids) for ids in dataset["input_ids"]], self.args.train_batch_size)
+        # RecurrentSeq2SeqTrainer's own choice groups by target length; a label is no sequence.
         return Trainer._get_train_sampler(self, train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        # The metrics score the predictions against the raw rows in file order; transformers would reorder the
+        # evaluation by length under group_by_length.
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+
+class EqualLengthSampler(Sampler[int]):
+    """Row indices in an order that the data loader cuts into batches of equal-length rows where it can.
+
+    Each epoch, in random order: the rows of each length are shuffled and cut into full batches; the rows left over
+    (fewer than a batch per length) are cut, in order of length, into batches of near-equal lengths, and one
+    partial batch, if any, comes last. Then the full batches are shuffled. Randomness comes from torch's global
+    generator, as transformers' `LengthGroupedSampler`, so a resumed run draws the same order.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int):
+        self.lengths, self.batch_size = lengths, batch_size
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        by_length: dict[int, list[int]] = {}
+        for index in torch.randperm(len(self.lengths)).tolist():
+            by_length.setdefault(self.lengths[index], []).append(index)
+        size, batches, leftovers = self.batch_size, [], []
+        for _, rows in sorted(by_length.items()):
+            full = len(rows) - len(rows) % size
+            batches += [rows[start : start + size] for start in range(0, full, size)]
+            leftovers += rows[full:]
+        batches += [leftovers[start : start + size] for start in range(0, len(leftovers), size)]
+        last = batches.pop() if batches and len(batches[-1]) < size else []
+        for batch in torch.randperm(len(batches)).tolist():
+            yield from batches[batch]
+        yield from last
 
 
 class ClassificationTask(Task):
@@ -410,5 +453,6 @@ __all__ = [
     "ClassificationArguments",
     "ClassificationTask",
     "ClassificationTrainer",
+    "EqualLengthSampler",
     "classification_scores",
 ]
