@@ -355,3 +355,46 @@ def test_bf16_without_an_accelerator_means_cpu_autocast(tmp_path):
 
     run = parse_args(["char_shakespeare", "--output_dir", str(tmp_path), "--train_file", corpus(tmp_path)])
     assert run.training.bf16 and run.training.use_cpu
+
+
+@pytest.mark.slow
+def test_two_processes_hold_their_own_streams_and_match_one_process_with_all_of_them(tmp_path):
+    """Under DDP each process must read the same rows of the same streams at every step: two processes of 2 streams
+    then train exactly as one process of 4 (gradients averaged over the same 4 rows), and evaluation over 2 × 2
+    streams scores every validation token once."""
+    import os
+
+    from helpers import REPO_ROOT
+
+    text = corpus(tmp_path)
+    common = [*TINY, "--train_file", text, "--max_steps", "6", "--logging_steps", "1", "--save_strategy", "no"]
+    common += ["--eval_strategy", "no", "--num_examples_to_print", "0", "--model.dropout", "0.0"]
+    launcher = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    launcher += ["--mixed_precision", "no", "--dynamo_backend", "no", "train.py"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    two = tmp_path / "two"
+    flags = ["--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2", "--use_cpu", "true"]
+    result = subprocess.run(
+        [sys.executable, *launcher, *common, *flags, "--output_dir", str(two)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    one = tmp_path / "one"
+    metrics = train.main([*common, "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
+                          "--output_dir", str(one)])  # fmt: skip
+
+    def losses(output_dir) -> list[float]:
+        history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+        return [entry["loss"] for entry in history if "loss" in entry]
+
+    assert json.loads((two / "all_results.json").read_text())["world_size"] == 2
+    assert losses(two) == pytest.approx(losses(one), rel=1e-4)
+    two_metrics = json.loads((two / "all_results.json").read_text())
+    assert two_metrics["eval_num_characters"] == metrics["eval_num_characters"]
+    assert two_metrics["eval_nats_per_char"] == pytest.approx(metrics["eval_nats_per_char"], rel=1e-4)
