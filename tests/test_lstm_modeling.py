@@ -165,6 +165,20 @@ def test_a_batch_without_padding_takes_the_unpacked_path_with_the_same_outputs_a
         torch.testing.assert_close(grad, packed_grad)
 
 
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_every_pooling_trains_under_bf16_autocast_close_to_float32(pooling):
+    """`--bf16 true` on a CPU: the classifier runs under torch.autocast(bfloat16) (padded and unpadded batches)."""
+    model = tiny_classifier(seed=5, pooling=pooling, bidirectional=True)
+    for lengths in ([4, 4, 4], [4, 3, 2]):
+        ids, mask = pad(random_rows(lengths, model.config.vocab_size, seed=5), "right")
+        with torch.no_grad():
+            reference = model(input_ids=ids, attention_mask=mask).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1, 0]))
+        out.loss.backward()
+        torch.testing.assert_close(out.logits.float(), reference, atol=0.05, rtol=0.05)
+
+
 def test_default_mask_treats_pad_ids_as_padding():
     model = tiny_classifier(seed=2)
     ids, mask = pad(random_rows([3, 5], model.config.vocab_size), "right")

@@ -314,11 +314,11 @@ class LSTMPooler(nn.Module):
             return final_hidden
         if self.pooling == "mean":
             return outputs.sum(dim=1) / mask.sum(dim=1, keepdim=True).to(outputs.dtype)
-        lowest = torch.finfo(outputs.dtype).min
         if self.pooling == "max":
-            return outputs.masked_fill(~mask.unsqueeze(-1), lowest).amax(dim=1)
+            return outputs.masked_fill(~mask.unsqueeze(-1), torch.finfo(outputs.dtype).min).amax(dim=1)
         scores = self.query(torch.tanh(self.projection(outputs))).squeeze(-1)  # (B, T)
-        weights = torch.softmax(scores.masked_fill(~mask, lowest), dim=-1)
+        # The scores' own dtype: under autocast they are bf16 while the outputs may be float32.
+        weights = torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), dim=-1)
         return torch.bmm(weights.unsqueeze(1), outputs).squeeze(1)
 
 
