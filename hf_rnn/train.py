@@ -7,7 +7,7 @@
 
 A run is a YAML file (keys: the generic, task and `Seq2SeqTrainingArguments` fields, plus a `model:` section
 of config fields) overridden by `--field value` and `--model.field value`; see hf_rnn/training/arguments.py.
-With no config named, the embedded default `configs/synthetic_en_ko.yaml` runs.
+With no config named, the embedded default `configs/synthetic_en_ko.yaml` runs (unless `--task` names another task).
 """
 
 import logging

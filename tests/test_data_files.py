@@ -142,3 +142,43 @@ def test_iter_rows_numbers_lines_of_multi_line_csv_records(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert [line for line, _ in iter_rows(path)] == [2, 3, 5]
     assert "lines 3-4: one quoted field spans several lines" in caplog.text
+
+
+def even_number(value):
+    """A `Field.parse` that accepts even integers and doubles them."""
+    if not isinstance(value, int) or value % 2:
+        raise ValueError(f"{value!r} is not an even integer")
+    return 2 * value
+
+
+def text_and_number(columns):
+    return {"text": Field(("text",)), "number": Field(("n",), kind="value", parse=even_number)}
+
+
+def test_a_parse_error_names_the_file_line_and_column_or_the_row(tmp_path):
+    rows = [{"text": "a", "n": 2}, {"text": " ", "n": 3}, {"text": "c", "n": 4}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # The blank row is dropped before its value is parsed; the kept ones are converted.
+    assert load_fields(text_and_number, data_files={"train": str(path)})["train"]["number"] == [4, 8]
+    path.write_text(path.read_text() + json.dumps({"text": "d", "n": 5}) + "\n")
+    with pytest.raises(DataFileError, match=r"rows.jsonl, line 4: column `n`: 5 is not an even integer"):
+        load_fields(text_and_number, data_files={"train": str(path)})
+
+    dataset = DatasetDict({"train": Dataset.from_list([*rows, {"text": "d", "n": 5}])})
+    with pytest.raises(DataFileError, match=r"the dataset \(train\), row 4: column `n`: 5 is not an even integer"):
+        load_fields(text_and_number, dataset=dataset)
+    assert load_fields(text_and_number, dataset=DatasetDict({"train": Dataset.from_list(rows)}))["train"][
+        "number"
+    ] == [4, 8]
+
+
+def test_a_text_file_is_one_document(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes("First line,\r\nsecond 줄.\n\n".encode())
+    assert load_fields(lambda columns: {"text": Field(("text",))}, data_files={"train": str(path)})["train"][
+        "text"
+    ] == ["First line,\r\nsecond 줄.\n\n"]
+    path.write_bytes(b"ok\n\xff\n")
+    with pytest.raises(DataFileError, match=r"corpus.txt, line 2, column 1: byte 0xff is not UTF-8"):
+        load_fields(lambda columns: {"text": Field(("text",))}, data_files={"train": str(path)})

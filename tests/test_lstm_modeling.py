@@ -143,6 +143,42 @@ def test_model_outputs_and_final_state_are_padding_invariant(cell_type, bidirect
                     torch.testing.assert_close(batched.cache.cell[:, index], single.cache.cell[:, 0])
 
 
+@pytest.mark.parametrize("cell_type,bidirectional", list(itertools.product(CELL_TYPES, [False, True])))
+def test_a_batch_without_padding_takes_the_unpacked_path_with_the_same_outputs_and_gradients(cell_type, bidirectional):
+    """Rows of equal length skip packing (a faster kernel on CPUs); the same rows with one padded column go through
+    the packed path: outputs, final state and gradients must agree."""
+    torch.manual_seed(4)
+    model = LSTMModel(tiny_config(cell_type=cell_type, bidirectional=bidirectional, dropout=0.0))
+    ids, mask = pad(random_rows([5, 5, 5], model.config.vocab_size, seed=4), "right")
+    padded_ids, padded_mask = pad(random_rows([5, 5, 5], model.config.vocab_size, seed=4), "right", extra=1)
+    results = []
+    for inputs, attention in ((ids, mask), (padded_ids, padded_mask)):
+        model.zero_grad()
+        out = model(input_ids=inputs, attention_mask=attention)
+        outputs = out.last_hidden_state[:, :5]
+        (outputs.pow(2).sum() + out.cache.hidden.sum()).backward()
+        results.append((outputs.detach(), out.cache.hidden.detach(), [p.grad.clone() for p in model.parameters()]))
+    (unpacked, hidden, grads), (packed, packed_hidden, packed_grads) = results
+    torch.testing.assert_close(unpacked, packed)
+    torch.testing.assert_close(hidden, packed_hidden)
+    for grad, packed_grad in zip(grads, packed_grads):
+        torch.testing.assert_close(grad, packed_grad)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_every_pooling_trains_under_bf16_autocast_close_to_float32(pooling):
+    """`--bf16 true` on a CPU: the classifier runs under torch.autocast(bfloat16) (padded and unpadded batches)."""
+    model = tiny_classifier(seed=5, pooling=pooling, bidirectional=True)
+    for lengths in ([4, 4, 4], [4, 3, 2]):
+        ids, mask = pad(random_rows(lengths, model.config.vocab_size, seed=5), "right")
+        with torch.no_grad():
+            reference = model(input_ids=ids, attention_mask=mask).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1, 0]))
+        out.loss.backward()
+        torch.testing.assert_close(out.logits.float(), reference, atol=0.05, rtol=0.05)
+
+
 def test_default_mask_treats_pad_ids_as_padding():
     model = tiny_classifier(seed=2)
     ids, mask = pad(random_rows([3, 5], model.config.vocab_size), "right")

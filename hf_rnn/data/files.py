@@ -1,8 +1,9 @@
 """Data for training, read as written and checked before any work starts.
 
 Every task describes the columns it needs as `Field`s (a column, or a key inside a dict column such as
-`translation.en`). `load_fields` reads them from local files (json/jsonl/csv/tsv/parquet), a Hub dataset
-or an in-memory `DatasetDict`, and returns one `Dataset` per split with exactly those columns.
+`translation.en`). `load_fields` reads them from local files (json/jsonl/csv/tsv/parquet, or .txt: one document
+in a column `text`), a Hub dataset or an in-memory `DatasetDict`, and returns one `Dataset` per split with
+exactly those columns.
 
 What "as written" means here:
 
@@ -24,12 +25,15 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset, DatasetDict, Value, load_dataset
 
 logger = logging.getLogger(__name__)
 
-FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".txt": "text"}
+# A .txt file is one document, the way a language model reads a corpus: one row whose `text` column is the whole file.
+TEXT_COLUMN = "text"
 
 
 @dataclass(frozen=True)
@@ -37,11 +41,13 @@ class Field:
     """Where one output column comes from: `path` is the column, then keys inside dict values.
 
     `kind` is "text" (a non-blank string; rows without one are dropped and counted) or "value" (any JSON scalar
-    or list, checked by the task).
+    or list, checked by the task). `parse`, for a value, checks and converts it (a class name to its id, say); the
+    `ValueError` it raises for a bad value is reported with the file and line (or row) and the column.
     """
 
     path: tuple[str, ...]
     kind: str = "text"
+    parse: Callable[[Any], Any] | None = None
 
     @property
     def name(self) -> str:
@@ -145,6 +151,7 @@ def _load_file(path: Path, resolve_fields: FieldResolver) -> Dataset:
         if any(f.kind == "text" and not (values[n] and values[n].strip()) for n, f in fields.items()):
             dropped.append(line)
             continue
+        values = _parse_values(values, fields, f"{path}, line {line}")
         for name, value in values.items():
             columns[name].append(value)
     if columns is None:
@@ -176,7 +183,10 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
     if file_format == "parquet":
         raise DataFileError(f"{path}: parquet has no lines; read it with `load_fields`.")
     text = _read_utf8(path)
-    yield from _json_rows(path, text) if file_format == "json" else _delimited_rows(path, text, file_format)
+    if file_format == "text":
+        yield 1, {TEXT_COLUMN: text}
+    else:
+        yield from _json_rows(path, text) if file_format == "json" else _delimited_rows(path, text, file_format)
 
 
 def _json_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
@@ -273,11 +283,21 @@ def _select(dataset: Dataset, resolve_fields: FieldResolver, source: str) -> Dat
     has_text = []
     for batch in selected.select_columns(text_columns).iter(batch_size=10_000):
         has_text.extend(all(v and v.strip() for v in values) for values in zip(*batch.values()))
+    kept = [i for i, ok in enumerate(has_text) if ok]
     if not all(has_text):
         _log_dropped(source, [i + 1 for i, ok in enumerate(has_text) if not ok], len(selected), "row")
-        selected = selected.select([i for i, ok in enumerate(has_text) if ok])
+        selected = selected.select(kept)
     if len(selected) == 0:
         raise DataFileError(f"{source}: no row has text in every one of {_field_names(fields)}.")
+    parsed = [name for name, field in fields.items() if field.parse is not None]
+    if parsed:
+
+        def parse(batch: dict, indices: list[int]) -> dict:
+            rows = [dict(zip(parsed, values)) for values in zip(*(batch[name] for name in parsed))]
+            rows = [_parse_values(row, fields, f"{source}, row {kept[i] + 1}") for row, i in zip(rows, indices)]
+            return {name: [row[name] for row in rows] for name in parsed}
+
+        selected = selected.map(parse, batched=True, with_indices=True, desc=f"Checking {source}")
     return selected
 
 
@@ -302,6 +322,17 @@ def _resolve(resolve_fields: FieldResolver, columns: list[str], source) -> dict[
         return resolve_fields(columns)
     except ValueError as error:
         raise DataFileError(f"{source}: {error}") from None
+
+
+def _parse_values(values: dict[str, Any], fields: dict[str, Field], where: str) -> dict[str, Any]:
+    parsed = dict(values)
+    for name, field in fields.items():
+        if field.parse is not None and name in values:
+            try:
+                parsed[name] = field.parse(values[name])
+            except ValueError as error:
+                raise DataFileError(f"{where}: column `{field.name}`: {error}") from None
+    return parsed
 
 
 def _field_names(fields: dict[str, Field]) -> str:
@@ -332,6 +363,7 @@ def _log_dropped(source: str, dropped: list[int], total: int, unit: str) -> None
 
 __all__ = [
     "FORMATS",
+    "TEXT_COLUMN",
     "DataFileError",
     "Field",
     "FieldResolver",

@@ -2,9 +2,13 @@
 
 from .base import CardDetails, Task
 from .captioning import CaptioningTask
+from .classification import ClassificationTask
+from .language_modeling import LanguageModelingTask
 from .translation import TranslationTask
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (TranslationTask, CaptioningTask)}
+TASKS: dict[str, type[Task]] = {
+    task.name: task for task in (TranslationTask, CaptioningTask, ClassificationTask, LanguageModelingTask)
+}
 
 
 def get_task(name: str) -> type[Task]:

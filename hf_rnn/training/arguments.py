@@ -118,6 +118,10 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     def __post_init__(self):
         if self.output_dir is None:
             raise ValueError("`output_dir` is required: set it in the YAML file or pass `--output_dir DIR`.")
+        if (self.bf16 or self.bf16_full_eval) and not self.use_cpu and not torch.accelerator.is_available():
+            # No accelerator: bf16 means autocast on the CPU (fast where it has AMX or AVX512-BF16), which
+            # transformers only allows with use_cpu.
+            self.use_cpu = True
         super().__post_init__()
         if self.max_train_minutes is not None and self.max_train_minutes <= 0:
             raise ValueError(f"`max_train_minutes` must be positive, got {self.max_train_minutes}.")
@@ -182,11 +186,15 @@ def resolve_config_file(name: str) -> Path:
 
 
 def parse_args(argv: list[str], default_config: str | None = DEFAULT_CONFIG) -> RunConfig:
-    """`[config] [--field value ...] [--model.field value ...]`: YAML values are defaults, flags override them."""
+    """`[config] [--field value ...] [--model.field value ...]`: YAML values are defaults, flags override them.
+
+    Without a config file the embedded default runs, unless `--task` names the task: then every field comes from
+    the command line (the default config belongs to the translation task).
+    """
     config_file = None
     if argv and not argv[0].startswith("-"):
         config_file, argv = resolve_config_file(argv[0]), argv[1:]
-    elif default_config is not None:
+    elif default_config is not None and _flag_value(argv, "--task") is None:
         config_file = resolve_config_file(default_config)
     values = _read_yaml(config_file) if config_file else {}
     model_values = values.pop("model", None) or {}
@@ -266,7 +274,8 @@ def _refuse_unknown(names: set[str], known: set[str], task: type[Task], where: s
 
 def _check_model_fields(values: dict[str, Any], task: type[Task]) -> dict[str, Any]:
     """Model overrides must be fields of the task's config class that the task does not set itself."""
-    config_fields = {f.name for f in dataclasses.fields(task.config_class)}
+    # `num_labels` is no dataclass field: PreTrainedConfig takes it as an argument and keeps it as id2label's size.
+    config_fields = {f.name for f in dataclasses.fields(task.config_class)} | {"num_labels"}
     for name in values:
         if name in task.derived_config_fields:
             raise ValueError(f"`model.{name}` is set by the {task.name} task from the data/tokenizer; remove it.")
