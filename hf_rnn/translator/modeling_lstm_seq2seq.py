@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -149,6 +149,129 @@ class LSTMSeq2SeqCache:
     @property
     def rnn_state(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self.hidden if self.cell is None else (self.hidden, self.cell)
+
+
+class LSTMSeq2SeqUnrolledRNN(nn.Module):
+    """An `nn.LSTM` / `nn.GRU` / `nn.RNN` (tanh) taken apart into `nn.Linear` projections stepped in Python.
+
+    Weight quantization libraries (torchao) quantize `nn.Linear`, and a fused recurrent module keeps
+    its matrices out of their reach. Here each layer and direction has an input projection (W_ih x +
+    b_ih, applied to the whole sequence at once) and a hidden projection (W_hh h + b_hh, once per
+    step); the gates follow torch's formulas for the three cells. Built from a trained module by
+    `from_rnn`, sharing its parameters; same call contract as the module it replaces (`batch_first`,
+    a `PackedSequence` or a padded batch in, the same kind out, states `(layers * directions, B, H)`).
+
+    Only `LSTMSeq2SeqPreTrainedModel.quantize_int8` builds it: a fp32 model keeps its fused module, whose
+    outputs and checkpoint keys stay as they were.
+    """
+
+    def __init__(self, rnn: nn.RNNBase):
+        super().__init__()
+        cells = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn"}
+        if rnn.mode not in cells or rnn.proj_size:
+            raise ValueError(f"cannot unroll an nn.RNNBase in mode {rnn.mode!r} (proj_size {rnn.proj_size})")
+        self.cell_type = cells[rnn.mode]
+        self.num_layers, self.hidden_size, self.dropout = rnn.num_layers, rnn.hidden_size, rnn.dropout
+        self.batch_first, self.directions = rnn.batch_first, 2 if rnn.bidirectional else 1
+        self.input_projections, self.hidden_projections = nn.ModuleList(), nn.ModuleList()
+        for layer in range(self.num_layers):
+            for suffix in ("", "_reverse")[: self.directions]:
+                for kind, projections in (("ih", self.input_projections), ("hh", self.hidden_projections)):
+                    weight = getattr(rnn, f"weight_{kind}_l{layer}{suffix}")
+                    bias = getattr(rnn, f"bias_{kind}_l{layer}{suffix}", None) if rnn.bias else None
+                    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+                    linear.weight = weight
+                    if bias is not None:
+                        linear.bias = bias
+                    projections.append(linear)
+
+    def step(
+        self, step_input: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor | None, index: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One time step of layer/direction `index` (layer * directions + direction): step_input (B, I), hidden and
+        cell (B, H) -> the new hidden and cell (cell None for GRU/RNN)."""
+        return self._cell(self.input_projections[index](step_input), hidden, cell, index)
+
+    def _cell(
+        self, input_gates: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor | None, index: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        hidden_gates = self.hidden_projections[index](hidden)  # (B, gates * H)
+        if self.cell_type == "lstm":
+            i, f, g, o = (input_gates + hidden_gates).chunk(4, dim=-1)
+            cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+            return torch.sigmoid(o) * torch.tanh(cell), cell
+        if self.cell_type == "gru":
+            (r_x, z_x, n_x), (r_h, z_h, n_h) = input_gates.chunk(3, dim=-1), hidden_gates.chunk(3, dim=-1)
+            r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
+            n = torch.tanh(n_x + r * n_h)
+            return (1 - z) * n + z * hidden, None
+        return torch.tanh(input_gates + hidden_gates), None
+
+    def forward(
+        self,
+        input: torch.Tensor | PackedSequence,
+        hx: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor | PackedSequence, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """As the replaced module: input (B, T, I) (batch_first) or a PackedSequence, hx (layers * directions, B, H)
+        (a pair for LSTM) -> outputs (B, T, directions * H) or a PackedSequence, and the final states."""
+        lengths = None
+        if isinstance(input, PackedSequence):
+            input, lengths = pad_packed_sequence(input, batch_first=True)  # (B, T, I), (B,) on the CPU
+            lengths = lengths.to(input.device)
+        elif not self.batch_first:
+            input = input.transpose(0, 1)
+        batch, steps = input.shape[:2]
+        if hx is None:
+            zeros = input.new_zeros(self.num_layers * self.directions, batch, self.hidden_size)
+            hx = (zeros, zeros) if self.cell_type == "lstm" else zeros
+        hidden0, cell0 = hx if self.cell_type == "lstm" else (hx, None)
+        # A padded position leaves the state as it was, so a row's final state is the one after its last token.
+        mask = None if lengths is None else torch.arange(steps, device=input.device) < lengths[:, None]  # (B, T)
+        reverse = (
+            torch.arange(steps - 1, -1, -1, device=input.device).expand(batch, steps)
+            if lengths is None
+            else (lengths[:, None] - 1 - torch.arange(steps, device=input.device)).clamp(min=0)
+        )  # (B, T): each row's real tokens in reverse order, then padding
+
+        hiddens, cells, layer_input = [], [], input
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.directions):
+                index = layer * self.directions + direction
+                sequence = layer_input if direction == 0 else layer_input.gather(1, self._expand(reverse, layer_input))
+                input_gates = self.input_projections[index](sequence)  # (B, T, gates * H): one product for all steps
+                hidden, cell = hidden0[index], None if cell0 is None else cell0[index]
+                step_outputs = []
+                for t in range(steps):
+                    new_hidden, new_cell = self._cell(input_gates[:, t], hidden, cell, index)
+                    if mask is not None:
+                        keep = mask[:, t, None]
+                        new_hidden = torch.where(keep, new_hidden, hidden)
+                        new_cell = None if cell is None else torch.where(keep, new_cell, cell)
+                    hidden, cell = new_hidden, new_cell
+                    step_outputs.append(hidden)
+                output = torch.stack(step_outputs, dim=1)  # (B, T, H)
+                if mask is not None:
+                    output = output.masked_fill(~mask[..., None], 0.0)
+                if direction == 1:
+                    output = output.gather(1, self._expand(reverse, output))
+                    if mask is not None:
+                        output = output.masked_fill(~mask[..., None], 0.0)
+                outputs.append(output)
+                hiddens.append(hidden)
+                cells.append(cell)
+            layer_input = torch.cat(outputs, dim=-1)  # (B, T, directions * H)
+            if layer < self.num_layers - 1:
+                layer_input = nn.functional.dropout(layer_input, self.dropout, self.training)
+
+        state = torch.stack(hiddens) if self.cell_type != "lstm" else (torch.stack(hiddens), torch.stack(cells))
+        if lengths is not None:
+            return pack_padded_sequence(layer_input, lengths.cpu(), batch_first=True, enforce_sorted=False), state
+        return (layer_input if self.batch_first else layer_input.transpose(0, 1)), state
+
+    @staticmethod
+    def _expand(index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        return index[..., None].expand(-1, -1, values.shape[-1])
 
 
 class LSTMSeq2SeqAttention(GradientCheckpointingLayer):
@@ -354,12 +477,20 @@ class LSTMSeq2SeqDecoder(nn.Module):
         """
         rnn, layers = self.rnn, self.config.num_decoder_layers
         for layer in range(layers):
-            weights = (getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-            if cell is not None:
-                hidden[layer], cell[layer] = torch.lstm_cell(step_input, (hidden[layer], cell[layer]), *weights)
+            state = None if cell is None else cell[layer]
+            if isinstance(rnn, LSTMSeq2SeqUnrolledRNN):  # quantized: the cell's products go through nn.Linear
+                hidden[layer], state = rnn.step(step_input, hidden[layer], state, layer)
             else:
-                cell_fn = torch.gru_cell if self.config.cell_type == "gru" else torch.rnn_tanh_cell
-                hidden[layer] = cell_fn(step_input, hidden[layer], *weights)
+                weights = [
+                    getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                ]
+                if cell is not None:
+                    hidden[layer], state = torch.lstm_cell(step_input, (hidden[layer], state), *weights)
+                else:
+                    cell_fn = torch.gru_cell if self.config.cell_type == "gru" else torch.rnn_tanh_cell
+                    hidden[layer] = cell_fn(step_input, hidden[layer], *weights)
+            if cell is not None:
+                cell[layer] = state
             step_input = hidden[layer]
             if layer < layers - 1:  # nn.LSTM's dropout between stacked layers
                 step_input = nn.functional.dropout(step_input, self.config.dropout, self.training)
@@ -399,6 +530,31 @@ class LSTMSeq2SeqPreTrainedModel(PreTrainedModel):
                 "step's state)."
             )
         super()._set_gradient_checkpointing(enable, *args, **kwargs)
+
+    def quantize_int8(self) -> "LSTMSeq2SeqPreTrainedModel":
+        """Int8 weights and int8 activations, quantized per call, for every matrix product, recurrent cells
+        included: torchao's `Int8DynamicActivationInt8WeightConfig` (per-channel symmetric weights, per-token
+        symmetric activations, int32 accumulation) on every `nn.Linear`, after each recurrent module is taken apart
+        into `nn.Linear` projections (`LSTMSeq2SeqUnrolledRNN`). In place; returns the model.
+
+        For inference on CPUs with int8 dot products (AVX512-VNNI, AMX). The outputs are close to, not equal to,
+        the fp32 model's. Embedding lookups stay as they are; combines with `dtype=torch.bfloat16` (activations
+        then bf16). The fp32 model's checkpoint is the one to keep: quantize after loading.
+
+        Raises:
+            ImportError: torchao is not installed (`pip install torchao`).
+        """
+        try:
+            from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+        except ImportError as error:
+            raise ImportError("Int8 quantization needs torchao: `pip install torchao`.") from error
+        for name, module in list(self.named_modules()):
+            if isinstance(module, nn.RNNBase):
+                parent, _, attribute = name.rpartition(".")
+                setattr(self.get_submodule(parent), attribute, LSTMSeq2SeqUnrolledRNN(module))
+        quantize_(self, Int8DynamicActivationInt8WeightConfig(set_inductor_config=False))
+        self.is_quantized_int8 = True
+        return self
 
     def _init_weights(self, module: nn.Module) -> None:
         """Uniform(-r, r) everywhere, as the OpenNMT/JoeyNMT baselines do; padding embeddings start at zero."""
@@ -468,7 +624,16 @@ class LSTMSeq2SeqPreTrainedModel(PreTrainedModel):
         self.config.decoder_vocab_size = new_num_tokens
 
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
-        """When the code travels with the weights, point every Auto class at it, not just the one registered."""
+        """When the code travels with the weights, point every Auto class at it, not just the one registered.
+
+        Raises:
+            ValueError: the model was quantized with `quantize_int8` (save the unquantized model).
+        """
+        if getattr(self, "is_quantized_int8", False):
+            raise ValueError(
+                "This model was quantized with `quantize_int8()`: save the unquantized model, and quantize it again "
+                "after loading (quantizing takes a moment; its checkpoint is the fp32 one)."
+            )
         if self._auto_class is not None:
             module = type(self).__module__.split(".")[-1]
             self.config.auto_map = {
