@@ -4,6 +4,7 @@
     python -m hf_rnn.translate --model DIR --file sentences.txt --output out.txt --num-beams 5
     echo "I am a student." | python -m hf_rnn.translate --model DIR --file -
     python -m hf_rnn.translate --model DIR "I am a student." --plot-attention attention.png
+    python -m hf_rnn.translate --model DIR --file sentences.txt --dtype bfloat16    # or --quantize int8
 
 Input is taken as written: each line of `--file` (`-` for stdin) is one sentence whatever its line ending (LF, CRLF
 or CR; no other character ends a line), read as UTF-8, and an empty or blank line gives an empty line without
@@ -59,6 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--trust-remote-code", action="store_true", help="Needed only for models not made by hf_rnn.")
     parser.add_argument("--plot-attention", metavar="PNG", help="Save the attention heatmap of the first sentence.")
+    precision = parser.add_argument_group("reduced precision (faster on CPUs with bf16 / int8 instructions)")
+    precision.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], help="Weights and arithmetic (default: the checkpoint's)."
+    )
+    precision.add_argument(
+        "--quantize", choices=["int8"], help="int8 weights and activations for every matrix product (needs torchao)."
+    )
     args = parser.parse_args(argv)
     if not args.sentences and not args.file:
         parser.error("give sentences as arguments or --file (use '-' for stdin)")
@@ -119,10 +127,20 @@ def load_translator(args: argparse.Namespace) -> TranslationPipeline:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, trust_remote_code=args.trust_remote_code)
     except (OSError, ValueError) as error:
         raise CLIError(f"cannot load the tokenizer of {tokenizer_name}: {_first_line(error)}") from error
+    precision = {"dtype": getattr(torch, args.dtype)} if args.dtype else {}
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            args.model, trust_remote_code=args.trust_remote_code, **precision
+        )
     except (OSError, ValueError) as error:
         raise CLIError(f"cannot load the model {args.model}: {_first_line(error)}") from error
+    if args.quantize:
+        if not hasattr(model, "quantize_int8"):
+            raise CLIError(f"--quantize int8: {type(model).__name__} has no int8 mode (quantize_int8)")
+        try:
+            model.quantize_int8()
+        except ImportError as error:
+            raise CLIError(f"--quantize int8: {_first_line(error)}") from error
     return TranslationPipeline(model=model.eval(), tokenizer=tokenizer, device=args.device)
 
 
