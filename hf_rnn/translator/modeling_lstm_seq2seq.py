@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -33,6 +33,8 @@ RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False) -> None:
     """Raise a readable error instead of torch's opaque 'index out of range' inside an embedding."""
+    if torch.compiler.is_exporting():  # a graph cannot raise; the exported model's caller checks its inputs
+        return
     valid = (ids >= 0) & (ids < vocab_size)
     if allow_ignore:
         valid |= ids == -100
@@ -73,6 +75,8 @@ def token_cross_entropy(
 def lengths_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Packed sequences need right padding and no empty rows; say so plainly when that is not the case."""
     lengths = attention_mask.sum(dim=1)
+    if torch.compiler.is_exporting():  # a graph cannot raise; the exported model's caller checks its inputs
+        return lengths
     if bool((lengths == 0).any()):
         row = int((lengths == 0).nonzero()[0, 0])
         raise ValueError(f"Source sequence {row} of the batch is empty (its attention_mask is all zeros).")
@@ -152,33 +156,34 @@ class LSTMSeq2SeqCache:
 
 
 class LSTMSeq2SeqUnrolledRNN(nn.Module):
-    """An `nn.LSTM` / `nn.GRU` / `nn.RNN` (tanh) taken apart into `nn.Linear` projections stepped in Python.
+    """An `nn.LSTM` / `nn.GRU` / `nn.RNN` (tanh) taken apart into `nn.Linear` projections stepped through time.
 
-    Weight quantization libraries (torchao) quantize `nn.Linear`, and a fused recurrent module keeps
-    its matrices out of their reach. Here each layer and direction has an input projection (W_ih x +
-    b_ih, applied to the whole sequence at once) and a hidden projection (W_hh h + b_hh, once per
-    step); the gates follow torch's formulas for the three cells. Built from a trained module by
-    `from_rnn`, sharing its parameters; same call contract as the module it replaces (`batch_first`,
-    a `PackedSequence` or a padded batch in, the same kind out, states `(layers * directions, B, H)`).
+    Weight quantization libraries (torchao) quantize `nn.Linear`, and a fused recurrent module keeps its
+    matrices out of their reach; an exporter cannot follow a packed sequence. Here each layer and direction
+    has an input projection (W_ih x + b_ih, applied to the whole sequence at once) and a hidden projection
+    (W_hh h + b_hh, once per step); the gates follow torch's formulas for the three cells. Variable lengths
+    come as `lengths` instead of a `PackedSequence`: a padded position leaves the state unchanged and outputs
+    zeros, so the results are the packed module's. Under `torch.export` the time loop is a `scan` (an ONNX
+    `Scan`), so the source length stays dynamic.
 
-    Only `LSTMSeq2SeqPreTrainedModel.quantize_int8` builds it: a fp32 model keeps its fused module, whose
-    outputs and checkpoint keys stay as they were.
+    Built from a trained module by `quantize_int8` and by the ONNX export, sharing its parameters; a fp32
+    model keeps its fused module, whose outputs and checkpoint keys stay as they were.
     """
 
     def __init__(self, rnn: nn.RNNBase):
         super().__init__()
         cells = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn"}
-        if rnn.mode not in cells or rnn.proj_size:
-            raise ValueError(f"cannot unroll an nn.RNNBase in mode {rnn.mode!r} (proj_size {rnn.proj_size})")
+        if rnn.mode not in cells or rnn.proj_size or not rnn.batch_first:
+            raise ValueError(f"cannot unroll {rnn}: a batch-first LSTM, GRU or tanh RNN without projections is needed")
         self.cell_type = cells[rnn.mode]
         self.num_layers, self.hidden_size, self.dropout = rnn.num_layers, rnn.hidden_size, rnn.dropout
-        self.batch_first, self.directions = rnn.batch_first, 2 if rnn.bidirectional else 1
+        self.directions = 2 if rnn.bidirectional else 1
         self.input_projections, self.hidden_projections = nn.ModuleList(), nn.ModuleList()
         for layer in range(self.num_layers):
             for suffix in ("", "_reverse")[: self.directions]:
                 for kind, projections in (("ih", self.input_projections), ("hh", self.hidden_projections)):
                     weight = getattr(rnn, f"weight_{kind}_l{layer}{suffix}")
-                    bias = getattr(rnn, f"bias_{kind}_l{layer}{suffix}", None) if rnn.bias else None
+                    bias = getattr(rnn, f"bias_{kind}_l{layer}{suffix}") if rnn.bias else None
                     linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
                     linear.weight = weight
                     if bias is not None:
@@ -209,69 +214,73 @@ class LSTMSeq2SeqUnrolledRNN(nn.Module):
 
     def forward(
         self,
-        input: torch.Tensor | PackedSequence,
+        input: torch.Tensor,
         hx: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor | PackedSequence, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
-        """As the replaced module: input (B, T, I) (batch_first) or a PackedSequence, hx (layers * directions, B, H)
-        (a pair for LSTM) -> outputs (B, T, directions * H) or a PackedSequence, and the final states."""
-        lengths = None
-        if isinstance(input, PackedSequence):
-            input, lengths = pad_packed_sequence(input, batch_first=True)  # (B, T, I), (B,) on the CPU
-            lengths = lengths.to(input.device)
-        elif not self.batch_first:
-            input = input.transpose(0, 1)
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """input (B, T, I) right-padded, hx (layers * directions, B, H) (a pair for LSTM; zeros when None), lengths
+        (B,) real steps per row (all T when None) -> outputs (B, T, directions * H), zero at padding, and the states
+        after each row's last real step, as the replaced module returns for a packed batch."""
         batch, steps = input.shape[:2]
         if hx is None:
             zeros = input.new_zeros(self.num_layers * self.directions, batch, self.hidden_size)
             hx = (zeros, zeros) if self.cell_type == "lstm" else zeros
         hidden0, cell0 = hx if self.cell_type == "lstm" else (hx, None)
-        # A padded position leaves the state as it was, so a row's final state is the one after its last token.
-        mask = None if lengths is None else torch.arange(steps, device=input.device) < lengths[:, None]  # (B, T)
-        reverse = (
-            torch.arange(steps - 1, -1, -1, device=input.device).expand(batch, steps)
-            if lengths is None
-            else (lengths[:, None] - 1 - torch.arange(steps, device=input.device)).clamp(min=0)
-        )  # (B, T): each row's real tokens in reverse order, then padding
+        positions = torch.arange(steps, device=input.device)
+        if lengths is None:
+            lengths = torch.full((batch,), steps, device=input.device)
+        mask = positions < lengths[:, None]  # (B, T)
+        reverse = (lengths[:, None] - 1 - positions).clamp(min=0)  # (B, T): a row's real steps backwards, then padding
 
         hiddens, cells, layer_input = [], [], input
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.directions):
                 index = layer * self.directions + direction
-                sequence = layer_input if direction == 0 else layer_input.gather(1, self._expand(reverse, layer_input))
+                sequence = layer_input if direction == 0 else _gather_steps(layer_input, reverse)
                 input_gates = self.input_projections[index](sequence)  # (B, T, gates * H): one product for all steps
-                hidden, cell = hidden0[index], None if cell0 is None else cell0[index]
-                step_outputs = []
-                for t in range(steps):
-                    new_hidden, new_cell = self._cell(input_gates[:, t], hidden, cell, index)
-                    if mask is not None:
-                        keep = mask[:, t, None]
-                        new_hidden = torch.where(keep, new_hidden, hidden)
-                        new_cell = None if cell is None else torch.where(keep, new_cell, cell)
-                    hidden, cell = new_hidden, new_cell
-                    step_outputs.append(hidden)
-                output = torch.stack(step_outputs, dim=1)  # (B, T, H)
-                if mask is not None:
-                    output = output.masked_fill(~mask[..., None], 0.0)
+                state = (hidden0[index], cell0[index]) if cell0 is not None else (hidden0[index],)
+                state, output = self._run(input_gates, mask, state, index)  # output (B, T, H)
+                output = output.masked_fill(~mask[..., None], 0.0)
                 if direction == 1:
-                    output = output.gather(1, self._expand(reverse, output))
-                    if mask is not None:
-                        output = output.masked_fill(~mask[..., None], 0.0)
+                    output = _gather_steps(output, reverse).masked_fill(~mask[..., None], 0.0)
                 outputs.append(output)
-                hiddens.append(hidden)
-                cells.append(cell)
+                hiddens.append(state[0])
+                cells.extend(state[1:])
             layer_input = torch.cat(outputs, dim=-1)  # (B, T, directions * H)
             if layer < self.num_layers - 1:
                 layer_input = nn.functional.dropout(layer_input, self.dropout, self.training)
+        states = torch.stack(hiddens) if self.cell_type != "lstm" else (torch.stack(hiddens), torch.stack(cells))
+        return layer_input, states
 
-        state = torch.stack(hiddens) if self.cell_type != "lstm" else (torch.stack(hiddens), torch.stack(cells))
-        if lengths is not None:
-            return pack_padded_sequence(layer_input, lengths.cpu(), batch_first=True, enforce_sorted=False), state
-        return (layer_input if self.batch_first else layer_input.transpose(0, 1)), state
+    def _run(
+        self, input_gates: torch.Tensor, mask: torch.Tensor, state: tuple[torch.Tensor, ...], index: int
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """The time loop of one layer/direction: input_gates (B, T, gates * H), mask (B, T), state (hidden, [cell])
+        -> the final state and every step's hidden output (B, T, H)."""
 
-    @staticmethod
-    def _expand(index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        return index[..., None].expand(-1, -1, values.shape[-1])
+        def advance(state: tuple[torch.Tensor, ...], gates: torch.Tensor, keep: torch.Tensor):
+            hidden, cell = self._cell(gates, state[0], state[1] if len(state) > 1 else None, index)
+            new = (hidden,) if cell is None else (hidden, cell)
+            # A padded position leaves the state as it was: a row's final state is the one after its last token.
+            new = tuple(torch.where(keep[:, None], n, o) for n, o in zip(new, state))
+            return new, new[0].clone()
+
+        if torch.compiler.is_exporting() and not isinstance(input_gates.shape[1], int):
+            from torch._higher_order_ops.scan import scan  # a dynamic number of steps: one ONNX Scan
+
+            state, outputs = scan(advance, state, (input_gates.transpose(0, 1), mask.transpose(0, 1)))
+            return state, outputs.transpose(0, 1)
+        outputs = []
+        for t in range(input_gates.shape[1]):
+            state, output = advance(state, input_gates[:, t], mask[:, t])
+            outputs.append(output)
+        return state, torch.stack(outputs, dim=1)
+
+
+def _gather_steps(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values (B, T, D) reordered along time by index (B, T)."""
+    return values.gather(1, index[..., None].expand(-1, -1, values.shape[-1]))
 
 
 class LSTMSeq2SeqAttention(GradientCheckpointingLayer):
@@ -359,11 +368,14 @@ class LSTMSeq2SeqEncoder(nn.Module):
         lengths = lengths_from_mask(attention_mask)  # (B,)
 
         embeddings = self.embedding_dropout(self.embed_tokens(input_ids))  # (B, S, E)
-        packed = pack_padded_sequence(embeddings, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        packed_outputs, state = self.rnn(packed)
-        outputs, _ = pad_packed_sequence(
-            packed_outputs, batch_first=True, total_length=input_ids.shape[1]
-        )  # (B, S, H)
+        if isinstance(self.rnn, LSTMSeq2SeqUnrolledRNN):  # int8 or exported: lengths instead of packing
+            outputs, state = self.rnn(embeddings, lengths=lengths)  # (B, S, H)
+        else:
+            packed = pack_padded_sequence(embeddings, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            packed_outputs, state = self.rnn(packed)
+            outputs, _ = pad_packed_sequence(
+                packed_outputs, batch_first=True, total_length=input_ids.shape[1]
+            )  # (B, S, H)
 
         hidden, cell = state if isinstance(state, tuple) else (state, None)  # (layers * directions, B, H / directions)
         result = LSTMSeq2SeqEncoderOutput(
@@ -553,7 +565,6 @@ class LSTMSeq2SeqPreTrainedModel(PreTrainedModel):
                 parent, _, attribute = name.rpartition(".")
                 setattr(self.get_submodule(parent), attribute, LSTMSeq2SeqUnrolledRNN(module))
         quantize_(self, Int8DynamicActivationInt8WeightConfig(set_inductor_config=False))
-        self.is_quantized_int8 = True
         return self
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -627,12 +638,14 @@ class LSTMSeq2SeqPreTrainedModel(PreTrainedModel):
         """When the code travels with the weights, point every Auto class at it, not just the one registered.
 
         Raises:
-            ValueError: the model was quantized with `quantize_int8` (save the unquantized model).
+            ValueError: the weights were quantized after loading (e.g. `quantize_int8()`, torchao's `quantize_`).
         """
-        if getattr(self, "is_quantized_int8", False):
+        quantized = next((name for name, p in self.named_parameters() if type(p.data) is not torch.Tensor), None)
+        if quantized is not None:
+            kind = type(self.get_parameter(quantized).data).__name__
             raise ValueError(
-                "This model was quantized with `quantize_int8()`: save the unquantized model, and quantize it again "
-                "after loading (quantizing takes a moment; its checkpoint is the fp32 one)."
+                f"Cannot save quantized weights (`{quantized}` is a {kind}): save the model before quantizing it, and "
+                "quantize it again after loading."
             )
         if self._auto_class is not None:
             module = type(self).__module__.split(".")[-1]
