@@ -259,7 +259,8 @@ class LSTMSeq2SeqUnrolledRNN(nn.Module):
         """The time loop of one layer/direction: input_gates (B, T, gates * H), mask (B, T), state (hidden, [cell])
         -> the final state and every step's hidden output (B, T, H)."""
 
-        def advance(state: tuple[torch.Tensor, ...], gates: torch.Tensor, keep: torch.Tensor):
+        def advance(state: tuple[torch.Tensor, ...], step: tuple[torch.Tensor, torch.Tensor]):
+            gates, keep = step  # (B, gates * H), (B,)
             hidden, cell = self._cell(gates, state[0], state[1] if len(state) > 1 else None, index)
             new = (hidden,) if cell is None else (hidden, cell)
             # A padded position leaves the state as it was: a row's final state is the one after its last token.
@@ -269,11 +270,12 @@ class LSTMSeq2SeqUnrolledRNN(nn.Module):
         if torch.compiler.is_exporting() and not isinstance(input_gates.shape[1], int):
             from torch._higher_order_ops.scan import scan  # a dynamic number of steps: one ONNX Scan
 
+            state = tuple(tensor.clone() for tensor in state)  # scan's carry must not alias (hx's rows share storage)
             state, outputs = scan(advance, state, (input_gates.transpose(0, 1), mask.transpose(0, 1)))
             return state, outputs.transpose(0, 1)
         outputs = []
         for t in range(input_gates.shape[1]):
-            state, output = advance(state, input_gates[:, t], mask[:, t])
+            state, output = advance(state, (input_gates[:, t], mask[:, t]))
             outputs.append(output)
         return state, torch.stack(outputs, dim=1)
 
