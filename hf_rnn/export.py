@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import io
 import json
+import logging
 import shutil
 import sys
 import warnings
@@ -214,10 +215,14 @@ def export_translator(model: LSTMSeq2SeqForConditionalGeneration, output: str | 
         ),
     ]
     for file, graph, args, input_names, output_names, dynamic_shapes in exports:
-        # The exporter reports its progress on stdout and warns about its own internals; shown with --verbose only.
+        # The exporter reports its progress on stdout and warns and logs about its own internals (e.g. that
+        # torchvision's operators are not registered): shown with --verbose only.
         with contextlib.redirect_stdout(sys.stdout if verbose else io.StringIO()), warnings.catch_warnings():
             if not verbose:
                 warnings.simplefilter("ignore")
+            exporter_log = logging.getLogger("torch.onnx")
+            level = exporter_log.level
+            exporter_log.setLevel(logging.NOTSET if verbose else logging.ERROR)
             torch.onnx.export(
                 graph,
                 args,
@@ -229,6 +234,7 @@ def export_translator(model: LSTMSeq2SeqForConditionalGeneration, output: str | 
                 dynamic_shapes=dynamic_shapes,
                 external_data=False,
             )
+            exporter_log.setLevel(level)
     (output / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
     source.config.save_pretrained(output)
     source.generation_config.save_pretrained(output)
