@@ -457,14 +457,19 @@ class LSTMSeq2SeqDecoder(nn.Module):
         memory_mask = encoder_attention_mask.bool()  # (B, S)
         embeddings = self.embedding_dropout(self.embed_tokens(input_ids))  # (B, T, E)
 
-        if self.config.input_feeding:
+        # Input feeding forces a loop over time. One step at a time (generate()) takes the loop too: the fused
+        # nn.LSTM call makes oneDNN build and cache a primitive for every batch size it sees, and finished sentences
+        # leaving the batch change its size every few steps (about 70 MiB of beam-5 decoding's peak memory).
+        if self.config.input_feeding or input_ids.shape[1] == 1:
             hidden, cell, feed = list(cache.hidden.unbind(0)), cache.cell, cache.input_feed  # layers x (B, H)
             cell = None if cell is None else list(cell.unbind(0))
             vector_steps, weight_steps, rnn_steps = [], [], []
             for t in range(input_ids.shape[1]):
-                rnn_output = self._cell_step(torch.cat([embeddings[:, t], feed], dim=-1), hidden, cell)  # (B, H)
+                step_input = embeddings[:, t] if feed is None else torch.cat([embeddings[:, t], feed], dim=-1)
+                rnn_output = self._cell_step(step_input, hidden, cell)  # (B, H)
                 vector, weights = self._attend(rnn_output.unsqueeze(1), memory, memory_mask, cache.attention_keys)
-                feed = vector.squeeze(1)  # (B, 1, H) -> (B, H)
+                if feed is not None:
+                    feed = vector.squeeze(1)  # (B, 1, H) -> (B, H)
                 rnn_steps.append(rnn_output)
                 vector_steps.append(vector)
                 weight_steps.append(weights)
