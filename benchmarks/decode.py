@@ -49,6 +49,8 @@ def run_one(args: argparse.Namespace) -> dict:
     sources, references = read_test_set(args)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForSeq2SeqLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).eval()
+    if args.quantize == "int8":
+        model.quantize_int8()
 
     started = time.perf_counter()
     order = sorted(range(len(sources)), key=lambda i: len(tokenizer.tokenize(sources[i])))
@@ -154,6 +156,7 @@ def main() -> None:
         "(false), or never; unset: the model's generation config.",
     )
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="Weights and compute.")
+    parser.add_argument("--quantize", choices=["int8"], help="int8 weights and activations (model.quantize_int8()).")
     parser.add_argument(
         "--single",
         type=int,

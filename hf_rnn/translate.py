@@ -6,6 +6,7 @@
     python -m hf_rnn.translate --model DIR "I am a student." --plot-attention attention.png
     python -m hf_rnn.translate --model A --model B --model C --file test.en       # an ensemble
     python -m hf_rnn.translate --model DIR --file test.en --n-best 5 --alignment   # scored n-best lists, alignments
+    python -m hf_rnn.translate --model DIR --file sentences.txt --dtype bfloat16   # or --quantize int8
 
 Input is taken as written: each line of `--file` (`-` for stdin) is one sentence whatever its line ending (LF, CRLF
 or CR; no other character ends a line), read as UTF-8, and an empty or blank line gives an empty line without
@@ -72,6 +73,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     lists = parser.add_argument_group("n-best lists and alignments (formats: hf_rnn/hypotheses.py)")
     lists.add_argument("--n-best", type=int, metavar="K", help="Write the K best translations with their scores.")
     lists.add_argument("--alignment", action="store_true", help="Add each translation's attention alignment.")
+    precision = parser.add_argument_group("reduced precision (faster on CPUs with bf16 / int8 instructions)")
+    precision.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], help="Weights and arithmetic (default: the checkpoint's)."
+    )
+    precision.add_argument(
+        "--quantize", choices=["int8"], help="int8 weights and activations for every matrix product (needs torchao)."
+    )
     args = parser.parse_args(argv)
     if not args.sentences and not args.file:
         parser.error("give sentences as arguments or --file (use '-' for stdin)")
@@ -148,13 +156,24 @@ def load_translator(args: argparse.Namespace) -> TranslationPipeline:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, trust_remote_code=args.trust_remote_code)
     except (OSError, ValueError) as error:
         raise CLIError(f"cannot load the tokenizer of {tokenizer_name}: {_first_line(error)}") from error
+    precision = {"dtype": getattr(torch, args.dtype)} if args.dtype else {}
     try:
         if len(args.model) == 1:
-            model = AutoModelForSeq2SeqLM.from_pretrained(args.model[0], trust_remote_code=args.trust_remote_code)
+            model = AutoModelForSeq2SeqLM.from_pretrained(
+                args.model[0], trust_remote_code=args.trust_remote_code, **precision
+            )
         else:
-            model = Seq2SeqEnsemble.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+            model = Seq2SeqEnsemble.from_pretrained(args.model, trust_remote_code=args.trust_remote_code, **precision)
     except (OSError, ValueError) as error:
         raise CLIError(f"cannot load the model {', '.join(args.model)}: {_first_line(error)}") from error
+    if args.quantize:
+        for member in model.members if isinstance(model, Seq2SeqEnsemble) else [model]:
+            if not hasattr(member, "quantize_int8"):
+                raise CLIError(f"--quantize int8: {type(member).__name__} has no int8 mode (quantize_int8)")
+            try:
+                member.quantize_int8()
+            except ImportError as error:
+                raise CLIError(f"--quantize int8: {_first_line(error)}") from error
     return TranslationPipeline(model=model.eval(), tokenizer=tokenizer, device=args.device)
 
 

@@ -2,7 +2,9 @@
 unreadable streams and missing tokenizers, death by the signal that ended it, and a console free of our warnings."""
 
 import copy
+import functools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,7 +27,7 @@ from hf_rnn import (
 )
 from hf_rnn.data.landscapes import KEYWORDS, render_landscape
 from hf_rnn.data.tokenization import train_tokenizer
-from hf_rnn.translate import translate_in_batches
+from hf_rnn.translate import CLIError, load_translator, parse_args, translate_in_batches
 
 SENTENCES = ["I am a student.", "You are a doctor.", "He eats an apple.", "We read books."]
 TRANSLATIONS = ["나는 학생이다.", "너는 의사다.", "그는 사과를 먹는다.", "우리는 책을 읽는다."]
@@ -198,6 +200,27 @@ def test_output_file_and_attention_heatmap(folder, tmp_path):
         assert image.size[0] > 28 * 4 and image.size[1] > 28
 
 
+@pytest.mark.parametrize("option", [("--dtype", "bfloat16"), ("--quantize", "int8")])
+def test_reduced_precision_translates_as_the_converted_model_does(option, folder, tokenizer, translator, tmp_path):
+    """--dtype bfloat16 and --quantize int8 translate as the model converted in this process (`.to(torch.bfloat16)`,
+    `.quantize_int8()`) does."""
+    pytest.importorskip("torchao")
+    converted = copy.deepcopy(translator)
+    converted = converted.to(torch.bfloat16) if option[0] == "--dtype" else converted.quantize_int8()
+    result = cli("--model", folder, *SENTENCES, *option, "--batch-size", 1, "--num-beams", 2, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    expected = [translation(converted, tokenizer, s, num_beams=2) for s in SENTENCES]
+    assert result.stdout.decode().splitlines() == expected
+
+
+def test_int8_on_a_model_without_it_is_one_sentence(folder, tmp_path, monkeypatch):
+    """A model class without `quantize_int8` (remote code not made by hf_rnn) gets one line, not a traceback."""
+    monkeypatch.delattr("hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqPreTrainedModel.quantize_int8")
+    args = parse_args(["--model", str(folder), "--quantize", "int8", "x"])
+    with pytest.raises(CLIError, match="--quantize int8: LSTMSeq2SeqForConditionalGeneration has no int8 mode"):
+        load_translator(args)
+
+
 def test_the_model_s_warnings_reach_the_console_and_no_limit_is_added(folder, tokenizer, translator, tmp_path):
     """The CLI leaves logging alone: what generate() warns (here: two length limits) is shown, and the length is the
     model's or --max-new-tokens, never the CLI's own."""
@@ -218,11 +241,31 @@ def test_the_model_s_warnings_reach_the_console_and_no_limit_is_added(folder, to
 
 # transformers' progress bars are not warnings; every other line on stderr is one.
 PROGRESS = ("Loading weights", "Writing model shards")
+# torch's C++-style log prefix (level, date, time, thread id), which differs between two runs of the same line.
+LOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ ")
+
+
+def stderr_lines(stderr: str) -> set[str]:
+    return {LOG_PREFIX.sub("", line) for line in stderr.replace("\r", "\n").splitlines() if line.strip()}
+
+
+@functools.cache
+def import_noise() -> frozenset[str]:
+    """What importing transformers prints in this environment before any code of ours runs (e.g. torchao, which
+    transformers imports whenever it is installed, logs that its CUDA kernels do not load on a CPU-only machine)."""
+    result = subprocess.run(
+        [sys.executable, "-W", "default", "-c", "import transformers.modeling_utils"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    return frozenset(stderr_lines(result.stderr))
 
 
 def our_warnings(stderr: str) -> list[str]:
-    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip()]
-    return [line for line in lines if not line.lstrip().startswith(PROGRESS)]
+    lines = stderr_lines(stderr) - import_noise()
+    return sorted(line for line in lines if not line.lstrip().startswith(PROGRESS))
 
 
 def test_cli_and_pipelines_print_nothing_but_results(tokenizer, translator, tmp_path):

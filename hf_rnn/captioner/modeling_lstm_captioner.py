@@ -58,6 +58,8 @@ def count_cut(sequences: torch.Tensor, max_length: int, eos_token_id: int | list
 # Copied from hf_rnn.translator.modeling_lstm_seq2seq.check_token_ids
 def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False) -> None:
     """Raise a readable error instead of torch's opaque 'index out of range' inside an embedding."""
+    if torch.compiler.is_exporting():  # a graph cannot raise; the exported model's caller checks its inputs
+        return
     valid = (ids >= 0) & (ids < vocab_size)
     if allow_ignore:
         valid |= ids == -100
@@ -340,7 +342,18 @@ class LSTMCaptionerPreTrainedModel(PreTrainedModel):
 
     # Copied from hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqPreTrainedModel.save_pretrained with LSTMSeq2Seq->LSTMCaptioner, AutoModelForSeq2SeqLM->AutoModelForImageTextToText  # noqa: E501
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
-        """When the code travels with the weights, point every Auto class at it, not just the one registered."""
+        """When the code travels with the weights, point every Auto class at it, not just the one registered.
+
+        Raises:
+            ValueError: the weights were quantized after loading (e.g. `quantize_int8()`, torchao's `quantize_`).
+        """
+        quantized = next((name for name, p in self.named_parameters() if type(p.data) is not torch.Tensor), None)
+        if quantized is not None:
+            kind = type(self.get_parameter(quantized).data).__name__
+            raise ValueError(
+                f"Cannot save quantized weights (`{quantized}` is a {kind}): save the model before quantizing it, and "
+                "quantize it again after loading."
+            )
         if self._auto_class is not None:
             module = type(self).__module__.split(".")[-1]
             self.config.auto_map = {

@@ -33,6 +33,8 @@ RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 # Copied from hf_rnn.translator.modeling_lstm_seq2seq.check_token_ids
 def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False) -> None:
     """Raise a readable error instead of torch's opaque 'index out of range' inside an embedding."""
+    if torch.compiler.is_exporting():  # a graph cannot raise; the exported model's caller checks its inputs
+        return
     valid = (ids >= 0) & (ids < vocab_size)
     if allow_ignore:
         valid |= ids == -100

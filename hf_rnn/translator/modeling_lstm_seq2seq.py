@@ -33,6 +33,8 @@ RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False) -> None:
     """Raise a readable error instead of torch's opaque 'index out of range' inside an embedding."""
+    if torch.compiler.is_exporting():  # a graph cannot raise; the exported model's caller checks its inputs
+        return
     valid = (ids >= 0) & (ids < vocab_size)
     if allow_ignore:
         valid |= ids == -100
@@ -73,6 +75,8 @@ def token_cross_entropy(
 def lengths_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Packed sequences need right padding and no empty rows; say so plainly when that is not the case."""
     lengths = attention_mask.sum(dim=1)
+    if torch.compiler.is_exporting():  # a graph cannot raise; the exported model's caller checks its inputs
+        return lengths
     if bool((lengths == 0).any()):
         row = int((lengths == 0).nonzero()[0, 0])
         raise ValueError(f"Source sequence {row} of the batch is empty (its attention_mask is all zeros).")
@@ -149,6 +153,136 @@ class LSTMSeq2SeqCache:
     @property
     def rnn_state(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self.hidden if self.cell is None else (self.hidden, self.cell)
+
+
+class LSTMSeq2SeqUnrolledRNN(nn.Module):
+    """An `nn.LSTM` / `nn.GRU` / `nn.RNN` (tanh) taken apart into `nn.Linear` projections stepped through time.
+
+    Weight quantization libraries (torchao) quantize `nn.Linear`, and a fused recurrent module keeps its
+    matrices out of their reach; an exporter cannot follow a packed sequence. Here each layer and direction
+    has an input projection (W_ih x + b_ih, applied to the whole sequence at once) and a hidden projection
+    (W_hh h + b_hh, once per step); the gates follow torch's formulas for the three cells. Variable lengths
+    come as `lengths` instead of a `PackedSequence`: a padded position leaves the state unchanged and outputs
+    zeros, so the results are the packed module's. Under `torch.export` the time loop is a `scan` (an ONNX
+    `Scan`), so the source length stays dynamic.
+
+    Built from a trained module by `quantize_int8` and by the ONNX export, sharing its parameters; a fp32
+    model keeps its fused module, whose outputs and checkpoint keys stay as they were.
+    """
+
+    def __init__(self, rnn: nn.RNNBase):
+        super().__init__()
+        cells = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn"}
+        if rnn.mode not in cells or rnn.proj_size or not rnn.batch_first:
+            raise ValueError(f"cannot unroll {rnn}: a batch-first LSTM, GRU or tanh RNN without projections is needed")
+        self.cell_type = cells[rnn.mode]
+        self.num_layers, self.hidden_size, self.dropout = rnn.num_layers, rnn.hidden_size, rnn.dropout
+        self.directions = 2 if rnn.bidirectional else 1
+        self.input_projections, self.hidden_projections = nn.ModuleList(), nn.ModuleList()
+        for layer in range(self.num_layers):
+            for suffix in ("", "_reverse")[: self.directions]:
+                for kind, projections in (("ih", self.input_projections), ("hh", self.hidden_projections)):
+                    weight = getattr(rnn, f"weight_{kind}_l{layer}{suffix}")
+                    bias = getattr(rnn, f"bias_{kind}_l{layer}{suffix}") if rnn.bias else None
+                    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+                    linear.weight = weight
+                    if bias is not None:
+                        linear.bias = bias
+                    projections.append(linear)
+
+    def step(
+        self, step_input: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor | None, index: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One time step of layer/direction `index` (layer * directions + direction): step_input (B, I), hidden and
+        cell (B, H) -> the new hidden and cell (cell None for GRU/RNN)."""
+        return self._cell(self.input_projections[index](step_input), hidden, cell, index)
+
+    def _cell(
+        self, input_gates: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor | None, index: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        hidden_gates = self.hidden_projections[index](hidden)  # (B, gates * H)
+        if self.cell_type == "lstm":
+            i, f, g, o = (input_gates + hidden_gates).chunk(4, dim=-1)
+            cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+            return torch.sigmoid(o) * torch.tanh(cell), cell
+        if self.cell_type == "gru":
+            (r_x, z_x, n_x), (r_h, z_h, n_h) = input_gates.chunk(3, dim=-1), hidden_gates.chunk(3, dim=-1)
+            r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
+            n = torch.tanh(n_x + r * n_h)
+            return (1 - z) * n + z * hidden, None
+        return torch.tanh(input_gates + hidden_gates), None
+
+    def forward(
+        self,
+        input: torch.Tensor,
+        hx: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """input (B, T, I) right-padded, hx (layers * directions, B, H) (a pair for LSTM; zeros when None), lengths
+        (B,) real steps per row (all T when None) -> outputs (B, T, directions * H), zero at padding, and the states
+        after each row's last real step, as the replaced module returns for a packed batch."""
+        batch, steps = input.shape[:2]
+        if hx is None:
+            zeros = input.new_zeros(self.num_layers * self.directions, batch, self.hidden_size)
+            hx = (zeros, zeros) if self.cell_type == "lstm" else zeros
+        hidden0, cell0 = hx if self.cell_type == "lstm" else (hx, None)
+        positions = torch.arange(steps, device=input.device)
+        if lengths is None:
+            lengths = torch.full((batch,), steps, device=input.device)
+        mask = positions < lengths[:, None]  # (B, T)
+        reverse = (lengths[:, None] - 1 - positions).clamp(min=0)  # (B, T): a row's real steps backwards, then padding
+
+        hiddens, cells, layer_input = [], [], input
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.directions):
+                index = layer * self.directions + direction
+                sequence = layer_input if direction == 0 else _gather_steps(layer_input, reverse)
+                input_gates = self.input_projections[index](sequence)  # (B, T, gates * H): one product for all steps
+                state = (hidden0[index], cell0[index]) if cell0 is not None else (hidden0[index],)
+                state, output = self._run(input_gates, mask, state, index)  # output (B, T, H)
+                output = output.masked_fill(~mask[..., None], 0.0)
+                if direction == 1:
+                    output = _gather_steps(output, reverse).masked_fill(~mask[..., None], 0.0)
+                outputs.append(output)
+                hiddens.append(state[0])
+                cells.extend(state[1:])
+            layer_input = torch.cat(outputs, dim=-1)  # (B, T, directions * H)
+            if layer < self.num_layers - 1:
+                layer_input = nn.functional.dropout(layer_input, self.dropout, self.training)
+        states = torch.stack(hiddens) if self.cell_type != "lstm" else (torch.stack(hiddens), torch.stack(cells))
+        return layer_input, states
+
+    def _run(
+        self, input_gates: torch.Tensor, mask: torch.Tensor, state: tuple[torch.Tensor, ...], index: int
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """The time loop of one layer/direction: input_gates (B, T, gates * H), mask (B, T), state (hidden, [cell])
+        -> the final state and every step's hidden output (B, T, H)."""
+
+        def advance(state: tuple[torch.Tensor, ...], step: tuple[torch.Tensor, torch.Tensor]):
+            gates, keep = step  # (B, gates * H), (B,)
+            hidden, cell = self._cell(gates, state[0], state[1] if len(state) > 1 else None, index)
+            new = (hidden,) if cell is None else (hidden, cell)
+            # A padded position leaves the state as it was: a row's final state is the one after its last token.
+            new = tuple(torch.where(keep[:, None], n, o) for n, o in zip(new, state))
+            return new, new[0].clone()
+
+        if torch.compiler.is_exporting() and not isinstance(input_gates.shape[1], int):
+            from torch._higher_order_ops.scan import scan  # a dynamic number of steps: one ONNX Scan
+
+            state = tuple(tensor.clone() for tensor in state)  # scan's carry must not alias (hx's rows share storage)
+            state, outputs = scan(advance, state, (input_gates.transpose(0, 1), mask.transpose(0, 1)))
+            return state, outputs.transpose(0, 1)
+        outputs = []
+        for t in range(input_gates.shape[1]):
+            state, output = advance(state, (input_gates[:, t], mask[:, t]))
+            outputs.append(output)
+        return state, torch.stack(outputs, dim=1)
+
+
+def _gather_steps(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values (B, T, D) reordered along time by index (B, T)."""
+    return values.gather(1, index[..., None].expand(-1, -1, values.shape[-1]))
 
 
 class LSTMSeq2SeqAttention(GradientCheckpointingLayer):
@@ -236,11 +370,14 @@ class LSTMSeq2SeqEncoder(nn.Module):
         lengths = lengths_from_mask(attention_mask)  # (B,)
 
         embeddings = self.embedding_dropout(self.embed_tokens(input_ids))  # (B, S, E)
-        packed = pack_padded_sequence(embeddings, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        packed_outputs, state = self.rnn(packed)
-        outputs, _ = pad_packed_sequence(
-            packed_outputs, batch_first=True, total_length=input_ids.shape[1]
-        )  # (B, S, H)
+        if isinstance(self.rnn, LSTMSeq2SeqUnrolledRNN):  # int8 or exported: lengths instead of packing
+            outputs, state = self.rnn(embeddings, lengths=lengths)  # (B, S, H)
+        else:
+            packed = pack_padded_sequence(embeddings, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            packed_outputs, state = self.rnn(packed)
+            outputs, _ = pad_packed_sequence(
+                packed_outputs, batch_first=True, total_length=input_ids.shape[1]
+            )  # (B, S, H)
 
         hidden, cell = state if isinstance(state, tuple) else (state, None)  # (layers * directions, B, H / directions)
         result = LSTMSeq2SeqEncoderOutput(
@@ -320,14 +457,19 @@ class LSTMSeq2SeqDecoder(nn.Module):
         memory_mask = encoder_attention_mask.bool()  # (B, S)
         embeddings = self.embedding_dropout(self.embed_tokens(input_ids))  # (B, T, E)
 
-        if self.config.input_feeding:
+        # Input feeding forces a loop over time. One step at a time (generate()) takes the loop too: the fused
+        # nn.LSTM call makes oneDNN build and cache a primitive for every batch size it sees, and finished sentences
+        # leaving the batch change its size every few steps (about 70 MiB of beam-5 decoding's peak memory).
+        if self.config.input_feeding or input_ids.shape[1] == 1:
             hidden, cell, feed = list(cache.hidden.unbind(0)), cache.cell, cache.input_feed  # layers x (B, H)
             cell = None if cell is None else list(cell.unbind(0))
             vector_steps, weight_steps, rnn_steps = [], [], []
             for t in range(input_ids.shape[1]):
-                rnn_output = self._cell_step(torch.cat([embeddings[:, t], feed], dim=-1), hidden, cell)  # (B, H)
+                step_input = embeddings[:, t] if feed is None else torch.cat([embeddings[:, t], feed], dim=-1)
+                rnn_output = self._cell_step(step_input, hidden, cell)  # (B, H)
                 vector, weights = self._attend(rnn_output.unsqueeze(1), memory, memory_mask, cache.attention_keys)
-                feed = vector.squeeze(1)  # (B, 1, H) -> (B, H)
+                if feed is not None:
+                    feed = vector.squeeze(1)  # (B, 1, H) -> (B, H)
                 rnn_steps.append(rnn_output)
                 vector_steps.append(vector)
                 weight_steps.append(weights)
@@ -354,12 +496,20 @@ class LSTMSeq2SeqDecoder(nn.Module):
         """
         rnn, layers = self.rnn, self.config.num_decoder_layers
         for layer in range(layers):
-            weights = (getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-            if cell is not None:
-                hidden[layer], cell[layer] = torch.lstm_cell(step_input, (hidden[layer], cell[layer]), *weights)
+            state = None if cell is None else cell[layer]
+            if isinstance(rnn, LSTMSeq2SeqUnrolledRNN):  # quantized: the cell's products go through nn.Linear
+                hidden[layer], state = rnn.step(step_input, hidden[layer], state, layer)
             else:
-                cell_fn = torch.gru_cell if self.config.cell_type == "gru" else torch.rnn_tanh_cell
-                hidden[layer] = cell_fn(step_input, hidden[layer], *weights)
+                weights = [
+                    getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                ]
+                if cell is not None:
+                    hidden[layer], state = torch.lstm_cell(step_input, (hidden[layer], state), *weights)
+                else:
+                    cell_fn = torch.gru_cell if self.config.cell_type == "gru" else torch.rnn_tanh_cell
+                    hidden[layer] = cell_fn(step_input, hidden[layer], *weights)
+            if cell is not None:
+                cell[layer] = state
             step_input = hidden[layer]
             if layer < layers - 1:  # nn.LSTM's dropout between stacked layers
                 step_input = nn.functional.dropout(step_input, self.config.dropout, self.training)
@@ -399,6 +549,30 @@ class LSTMSeq2SeqPreTrainedModel(PreTrainedModel):
                 "step's state)."
             )
         super()._set_gradient_checkpointing(enable, *args, **kwargs)
+
+    def quantize_int8(self) -> "LSTMSeq2SeqPreTrainedModel":
+        """Int8 weights and int8 activations, quantized per call, for every matrix product, recurrent cells
+        included: torchao's `Int8DynamicActivationInt8WeightConfig` (per-channel symmetric weights, per-token
+        symmetric activations, int32 accumulation) on every `nn.Linear`, after each recurrent module is taken apart
+        into `nn.Linear` projections (`LSTMSeq2SeqUnrolledRNN`). In place; returns the model.
+
+        For inference on CPUs with int8 dot products (AVX512-VNNI, AMX). The outputs are close to, not equal to,
+        the fp32 model's. Embedding lookups stay as they are; combines with `dtype=torch.bfloat16` (activations
+        then bf16). The fp32 model's checkpoint is the one to keep: quantize after loading.
+
+        Raises:
+            ImportError: torchao is not installed (`pip install torchao`).
+        """
+        try:
+            from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+        except ImportError as error:
+            raise ImportError("Int8 quantization needs torchao: `pip install torchao`.") from error
+        for name, module in list(self.named_modules()):
+            if isinstance(module, nn.RNNBase):
+                parent, _, attribute = name.rpartition(".")
+                setattr(self.get_submodule(parent), attribute, LSTMSeq2SeqUnrolledRNN(module))
+        quantize_(self, Int8DynamicActivationInt8WeightConfig(set_inductor_config=False))
+        return self
 
     def _init_weights(self, module: nn.Module) -> None:
         """Uniform(-r, r) everywhere, as the OpenNMT/JoeyNMT baselines do; padding embeddings start at zero."""
@@ -468,7 +642,18 @@ class LSTMSeq2SeqPreTrainedModel(PreTrainedModel):
         self.config.decoder_vocab_size = new_num_tokens
 
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
-        """When the code travels with the weights, point every Auto class at it, not just the one registered."""
+        """When the code travels with the weights, point every Auto class at it, not just the one registered.
+
+        Raises:
+            ValueError: the weights were quantized after loading (e.g. `quantize_int8()`, torchao's `quantize_`).
+        """
+        quantized = next((name for name, p in self.named_parameters() if type(p.data) is not torch.Tensor), None)
+        if quantized is not None:
+            kind = type(self.get_parameter(quantized).data).__name__
+            raise ValueError(
+                f"Cannot save quantized weights (`{quantized}` is a {kind}): save the model before quantizing it, and "
+                "quantize it again after loading."
+            )
         if self._auto_class is not None:
             module = type(self).__module__.split(".")[-1]
             self.config.auto_map = {

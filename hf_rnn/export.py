@@ -1,0 +1,266 @@
+"""Export a translator to ONNX: the encoder and one decoder step, the recurrent state as plain tensors.
+
+    python -m hf_rnn.export --model outputs/multi30k-en-de --output exported/
+    python -c "from hf_rnn.onnx_translator import OnnxTranslator; ..."      # decode with onnxruntime
+
+Writes to the output folder:
+
+- `encoder.onnx`: input_ids, attention_mask (B, S) -> memory (B, S, H), the encoder outputs, and the
+  decoder's initial state: hidden (layers, B, H), cell (layers, B, H; LSTM), input_feed (B, H; with
+  input feeding), attention_keys (B, S, H; concat attention).
+- `decoder_step.onnx`: decoder_input_ids (B, 1), memory, attention_mask and that state -> logits (B, V)
+  and the state after the token, named new_hidden, new_cell, new_input_feed (attention_keys do not change).
+- `onnx_decoding.json`: the generation settings and the state's names, read by `OnnxTranslator`;
+  config.json and generation_config.json; the tokenizer when the model folder has one.
+
+Batch size and source length are dynamic. The graphs come from `torch.onnx.export(..., dynamo=True)`;
+the recurrent layers are exported as explicit projections (`LSTMSeq2SeqUnrolledRNN`, whose time loop
+becomes an ONNX Scan), so variable source lengths behave as packed sequences do in PyTorch.
+`OnnxTranslator.generate` reproduces `model.generate()`'s greedy and beam search over them.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForSeq2SeqLM, GenerationConfig
+
+from .onnx_translator import SETTINGS
+from .translator.generation_lstm_seq2seq import MAX_NEW_TOKENS_OFFSET, MAX_NEW_TOKENS_RATIO, chosen_length_limits
+from .translator.modeling_lstm_seq2seq import (
+    LSTMSeq2SeqCache,
+    LSTMSeq2SeqEncoderOutput,
+    LSTMSeq2SeqForConditionalGeneration,
+    LSTMSeq2SeqUnrolledRNN,
+)
+
+PROG = "python -m hf_rnn.export"
+OPSET = 18
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# Generation settings that add logits processors or sampling, which the ONNX decoding loop does not replicate.
+UNSUPPORTED = {
+    "do_sample": False,
+    "min_length": 0,
+    "min_new_tokens": None,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "sequence_bias": None,
+    "exponential_decay_length_penalty": None,
+    "renormalize_logits": False,
+    "remove_invalid_values": False,
+    "num_beam_groups": 1,
+}
+
+
+class ExportError(Exception):
+    """A model or generation config the export cannot represent, said in one sentence."""
+
+
+def state_names(config) -> list[str]:
+    """The recurrent state tensors of this architecture, in graph order."""
+    names = ["hidden"]
+    if config.cell_type == "lstm":
+        names.append("cell")
+    if config.input_feeding:
+        names.append("input_feed")
+    if config.attention_type == "concat":
+        names.append("attention_keys")
+    return names
+
+
+class EncoderGraph(nn.Module):
+    """The source through the encoder, and the decoder's state before the first target token."""
+
+    def __init__(self, model: LSTMSeq2SeqForConditionalGeneration):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        encoder_outputs = self.model.get_encoder()(input_ids, attention_mask=attention_mask)
+        cache = self.model.model.decoder.init_cache(encoder_outputs)
+        state = (cache.hidden, cache.cell, cache.input_feed, cache.attention_keys)
+        return encoder_outputs.last_hidden_state, *(tensor for tensor in state if tensor is not None)
+
+
+class DecoderStepGraph(nn.Module):
+    """One target token through the decoder: the model's own forward with the state as plain tensors."""
+
+    def __init__(self, model: LSTMSeq2SeqForConditionalGeneration):
+        super().__init__()
+        self.model = model
+        self.names = state_names(model.config)
+
+    def forward(
+        self, decoder_input_ids: torch.Tensor, memory: torch.Tensor, attention_mask: torch.Tensor, *state
+    ) -> tuple[torch.Tensor, ...]:
+        given = dict(zip(self.names, state))
+        cache = LSTMSeq2SeqCache(
+            given["hidden"], given.get("cell"), given.get("input_feed"), given.get("attention_keys"), seen_tokens=1
+        )
+        output = self.model(
+            decoder_input_ids=decoder_input_ids,
+            encoder_outputs=LSTMSeq2SeqEncoderOutput(last_hidden_state=memory),
+            attention_mask=attention_mask,
+            cache=cache,
+            use_cache=True,
+        )
+        new = output.cache
+        updated = (new.hidden, new.cell, new.input_feed)
+        return output.logits[:, -1], *(tensor for tensor in updated if tensor is not None)
+
+
+def decoding_settings(model: LSTMSeq2SeqForConditionalGeneration) -> dict:
+    """What `OnnxTranslator` needs of the config and generation config to decode as `model.generate()` does."""
+    generation = model.generation_config
+    defaults = GenerationConfig._get_default_generation_params()  # what generate() uses for the fields left None
+
+    def setting(name: str):
+        value = getattr(generation, name, None)
+        return defaults.get(name) if value is None else value
+
+    changed = [name for name, default in UNSUPPORTED.items() if setting(name) not in (None, default)]
+    if changed:
+        raise ExportError(
+            f"the generation config sets {', '.join(changed)}, which the ONNX decoding loop does not replicate "
+            "(greedy and beam search without logits processors); reset them in generation_config.json"
+        )
+    max_length_chosen, max_new_tokens_chosen = chosen_length_limits(generation, None, {})
+    eos = model.config.eos_token_id if generation.eos_token_id is None else generation.eos_token_id
+    config = model.config
+    return {
+        "vocab_size": config.vocab_size,
+        "pad_token_id": config.pad_token_id,
+        "eos_token_ids": eos if isinstance(eos, list) else [eos],
+        "decoder_start_token_id": config.decoder_start_token_id,
+        "num_beams": setting("num_beams"),
+        "length_penalty": setting("length_penalty"),
+        "early_stopping": setting("early_stopping"),
+        "max_new_tokens": generation.max_new_tokens if max_new_tokens_chosen else None,
+        "max_length": generation.max_length if max_length_chosen else None,
+        "max_new_tokens_ratio": getattr(generation, "max_new_tokens_ratio", MAX_NEW_TOKENS_RATIO),
+        "max_new_tokens_offset": getattr(generation, "max_new_tokens_offset", MAX_NEW_TOKENS_OFFSET),
+        "state": state_names(config),
+    }
+
+
+def export_translator(model: LSTMSeq2SeqForConditionalGeneration, output: str | Path, verbose: bool = False) -> Path:
+    """Write `encoder.onnx`, `decoder_step.onnx` and `onnx_decoding.json` for `model` into `output` (see the module
+    docstring). Returns the folder.
+
+    Raises:
+        ExportError: a quantized or non-translator model, or generation settings the ONNX loop cannot replicate.
+    """
+    settings = decoding_settings(model)
+    source = model
+    if any(type(p.data) is not torch.Tensor for p in source.parameters()):
+        raise ExportError("the model is quantized: export the model as loaded, before quantize_int8()")
+    model = LSTMSeq2SeqForConditionalGeneration(source.config).eval()
+    model.load_state_dict(source.state_dict())
+    model.float()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.RNNBase):
+            parent, _, attribute = name.rpartition(".")
+            setattr(model.get_submodule(parent), attribute, LSTMSeq2SeqUnrolledRNN(module))
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    config, names = model.config, settings["state"]
+    batch, source_len = torch.export.Dim("batch"), torch.export.Dim("source_length")
+    input_ids = torch.randint(3, config.vocab_size, (2, 3))
+    mask = torch.ones(2, 3, dtype=torch.long)
+    with torch.no_grad():
+        encoded = EncoderGraph(model)(input_ids, mask)
+    state_shapes = {
+        "hidden": {1: batch},
+        "cell": {1: batch},
+        "input_feed": {0: batch},
+        "attention_keys": {0: batch, 1: source_len},
+    }
+    exports = [
+        (
+            "encoder.onnx",
+            EncoderGraph(model),
+            (input_ids, mask),
+            ["input_ids", "attention_mask"],
+            ["memory", *names],
+            ({0: batch, 1: source_len}, {0: batch, 1: source_len}),
+        ),
+        (
+            "decoder_step.onnx",
+            DecoderStepGraph(model),
+            (torch.full((2, 1), config.decoder_start_token_id), encoded[0], mask, *encoded[1:]),
+            ["decoder_input_ids", "memory", "attention_mask", *names],
+            ["logits", *(f"new_{name}" for name in names if name != "attention_keys")],
+            (
+                {0: batch},
+                {0: batch, 1: source_len},
+                {0: batch, 1: source_len},
+                tuple(state_shapes[name] for name in names),  # *state
+            ),
+        ),
+    ]
+    for file, graph, args, input_names, output_names, dynamic_shapes in exports:
+        # The exporter reports its progress on stdout and warns and logs about its own internals (e.g. that
+        # torchvision's operators are not registered): shown with --verbose only.
+        with contextlib.redirect_stdout(sys.stdout if verbose else io.StringIO()), warnings.catch_warnings():
+            if not verbose:
+                warnings.simplefilter("ignore")
+            exporter_log = logging.getLogger("torch.onnx")
+            level = exporter_log.level
+            exporter_log.setLevel(logging.NOTSET if verbose else logging.ERROR)
+            torch.onnx.export(
+                graph,
+                args,
+                str(output / file),
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=dynamic_shapes,
+                external_data=False,
+            )
+            exporter_log.setLevel(level)
+    (output / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
+    source.config.save_pretrained(output)
+    source.generation_config.save_pretrained(output)
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="Saved translator folder or Hub id.")
+    parser.add_argument("--output", required=True, help="Folder to write the ONNX files into.")
+    parser.add_argument("--trust-remote-code", action="store_true", help="Needed only for models not made by hf_rnn.")
+    parser.add_argument("--verbose", action="store_true", help="Show the exporter's progress.")
+    args = parser.parse_args(argv)
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+        folder = export_translator(model, args.output, verbose=args.verbose)
+    except (OSError, ValueError, ExportError) as error:
+        print(f"{PROG}: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    model_folder = Path(args.model)
+    for name in TOKENIZER_FILES:
+        if (model_folder / name).exists():
+            shutil.copy(model_folder / name, folder / name)
+    print(f"ONNX encoder and decoder step written to {folder}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""Greedy and beam-search translation over a translator exported by `python -m hf_rnn.export`, with onnxruntime.
+
+    translator = OnnxTranslator("exported/")
+    ids = translator.generate(input_ids, attention_mask, num_beams=5)   # numpy in, numpy out, no torch
+
+Gives the tokens `model.generate()` gives for the same batch: the same output limit (the generation
+config's, else the source-scaled one), and for beams transformers' `_beam_search` step for step
+(top 2·k continuations, finished hypotheses ranked by score / length**length_penalty, its
+`early_stopping` rules). Like the model's generate(), it stops computing the rows of a finished
+sentence; that never changes the output. Only numpy and onnxruntime are imported, so the folder and
+this file are all a machine needs to translate.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+
+SETTINGS = "onnx_decoding.json"  # written by hf_rnn.export beside encoder.onnx and decoder_step.onnx
+# A finished hypothesis or a dead candidate gets this score added, as transformers does (float32: it swallows any
+# log-probability, so such scores tie).
+NEVER = np.float32(-1.0e9)
+
+
+class OnnxTranslator:
+    """The encoder and one decoder step as onnxruntime sessions, and the decoding loops around them.
+
+    Args:
+        folder: what `python -m hf_rnn.export` wrote (`encoder.onnx`, `decoder_step.onnx`, `onnx_decoding.json`).
+        threads: onnxruntime intra-op threads (0: its default).
+    """
+
+    def __init__(self, folder: str | Path, threads: int = 0):
+        folder = Path(folder)
+        self.settings = json.loads((folder / SETTINGS).read_text())
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3  # its warnings about unused initializers concern the exporter, not the user
+        self.encoder = onnxruntime.InferenceSession(str(folder / "encoder.onnx"), options)
+        self.decoder = onnxruntime.InferenceSession(str(folder / "decoder_step.onnx"), options)
+        self.state_names = self.settings["state"]  # the recurrent state tensors the encoder returns
+        # what the decoder step returns besides logits (the attention keys stay as the encoder made them)
+        self.step_state_names = [name for name in self.state_names if name != "attention_keys"]
+
+    def generate(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray | None = None,
+        num_beams: int | None = None,
+        max_new_tokens: int | None = None,
+        max_length: int | None = None,
+        length_penalty: float | None = None,
+        early_stopping: bool | str | None = None,
+        num_return_sequences: int = 1,
+    ) -> np.ndarray:
+        """input_ids (B, S) right-padded source ids, attention_mask (B, S) (from the padding when None) -> (B *
+        num_return_sequences, L) token ids starting with the decoder start token, as `model.generate()` returns.
+
+        Unset arguments come from the model's generation config, saved at export. `max_length` counts the start
+        token; with neither limit set, ceil(max_new_tokens_ratio * longest source) + max_new_tokens_offset.
+
+        Raises:
+            ValueError: ids outside the source vocabulary, left padding or an empty source, or more sequences
+                asked for than beams.
+        """
+        settings = self.settings
+        input_ids = np.asarray(input_ids, dtype=np.int64)
+        if attention_mask is None:
+            attention_mask = (input_ids != settings["pad_token_id"]).astype(np.int64)
+        attention_mask = np.asarray(attention_mask, dtype=np.int64)
+        self._check_source(input_ids, attention_mask)
+        num_beams = num_beams or settings["num_beams"]
+        if num_return_sequences > num_beams:
+            raise ValueError(f"num_return_sequences ({num_return_sequences}) must not exceed num_beams ({num_beams})")
+        max_length = self._max_length(attention_mask, max_new_tokens, max_length)
+        memory, *state = self.encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
+        rows = Rows(memory, attention_mask, dict(zip(self.state_names, state)))
+        if num_beams == 1:
+            return self._greedy(rows, max_length)
+        return self._beam_search(
+            rows,
+            num_beams,
+            max_length,
+            settings["length_penalty"] if length_penalty is None else length_penalty,
+            settings["early_stopping"] if early_stopping is None else early_stopping,
+            num_return_sequences,
+        )
+
+    def _check_source(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> None:
+        vocab_size = self.settings["vocab_size"]
+        bad = (input_ids < 0) | (input_ids >= vocab_size)
+        if bad.any():
+            raise ValueError(
+                f"`input_ids` contains token id {input_ids[bad][0]}, outside the vocabulary [0, {vocab_size})."
+            )
+        lengths = attention_mask.sum(axis=1)
+        if (lengths == 0).any():
+            raise ValueError(f"Source sequence {int(np.flatnonzero(lengths == 0)[0])} of the batch is empty.")
+        if (attention_mask.astype(bool) != (np.arange(attention_mask.shape[1]) < lengths[:, None])).any():
+            raise ValueError("The encoder needs right-padded inputs (ones then zeros in attention_mask).")
+
+    def _max_length(self, attention_mask: np.ndarray, max_new_tokens: int | None, max_length: int | None) -> int:
+        """generate()'s limit, the start token included (see `LSTMSeq2SeqGenerationMixin.generate`)."""
+        settings = self.settings
+        # transformers' precedence: max_new_tokens (the call's, then the config's) over max_length.
+        if max_new_tokens is not None or settings["max_new_tokens"] is not None:
+            return 1 + (max_new_tokens if max_new_tokens is not None else settings["max_new_tokens"])
+        if max_length is not None:
+            return max_length
+        if settings["max_length"] is not None:
+            return settings["max_length"]
+        source = int(attention_mask.sum(axis=1).max())
+        return 1 + math.ceil(settings["max_new_tokens_ratio"] * source) + settings["max_new_tokens_offset"]
+
+    def _step(self, rows: "Rows", tokens: np.ndarray) -> np.ndarray:
+        """Feed `tokens` (held rows,) to the decoder; updates the rows' state, returns their logits (held, V)."""
+        feed = {"decoder_input_ids": tokens[:, None], "memory": rows.memory, "attention_mask": rows.mask}
+        logits, *state = self.decoder.run(None, {**feed, **rows.state})
+        rows.state.update(zip(self.step_state_names, state))
+        return logits
+
+    def _greedy(self, rows: "Rows", max_length: int) -> np.ndarray:
+        settings = self.settings
+        batch = len(rows.mask)
+        eos = np.array(settings["eos_token_ids"])
+        sequences = np.full((batch, 1), settings["decoder_start_token_id"], dtype=np.int64)
+        finished = np.zeros(batch, dtype=bool)
+        held = np.arange(batch)  # batch positions of the rows still computed
+        while sequences.shape[1] < max_length and not finished.all():
+            logits = self._step(rows, sequences[held, -1])
+            tokens = np.full(batch, settings["pad_token_id"], dtype=np.int64)
+            tokens[held] = logits.argmax(axis=-1)
+            tokens[finished] = settings["pad_token_id"]
+            sequences = np.concatenate([sequences, tokens[:, None]], axis=1)
+            finished |= np.isin(tokens, eos)
+            ended = finished[held]
+            if ended.sum() * 8 >= max(len(held), 8) and not ended.all():  # drop in chunks: each drop copies memory
+                kept = np.flatnonzero(~ended)
+                held = held[kept]
+                rows.select(kept)
+        return sequences
+
+    def _beam_search(
+        self,
+        rows: "Rows",
+        num_beams: int,
+        max_length: int,
+        length_penalty: float,
+        early_stopping: bool | str,
+        num_return_sequences: int,
+    ) -> np.ndarray:
+        """transformers' `_beam_search` for a decoder prompt of one token and no logits processors, in numpy; a
+        sentence whose returned hypotheses can no longer change leaves the computed rows."""
+        settings = self.settings
+        batch, k = len(rows.mask), num_beams
+        eos = np.array(settings["eos_token_ids"])
+        keep = max(2, 1 + len(eos)) * k  # continuations considered per sentence
+        in_top_k = np.arange(keep) < k
+        fill = settings["pad_token_id"] or eos[0]  # transformers' `pad_token_id or eos_token_id[0]`
+        rows.repeat(k)
+
+        def init(value, dtype):
+            return np.full((batch, k, max_length), value, dtype=dtype)
+
+        running = init(fill, np.int64)
+        running[:, :, 0] = settings["decoder_start_token_id"]
+        running_scores = np.zeros((batch, k), dtype=np.float32)
+        running_scores[:, 1:] = NEVER
+        finished = running.copy()  # the k best finished hypotheses per sentence, best first
+        finished_scores = np.full((batch, k), NEVER, dtype=np.float32)
+        finished_lengths = np.zeros((batch, k), dtype=np.int64)  # generated tokens, end token included
+        is_finished = np.zeros((batch, k), dtype=bool)
+        can_improve = np.ones(batch, dtype=bool)
+        held = np.arange(batch)  # sentences still computed
+        cur_len = 1
+        while True:
+            logits = self._step(rows, running[held, :, cur_len - 1].reshape(-1))
+            scores = log_softmax(logits).reshape(len(held), k, -1) + running_scores[held, :, None]
+            vocab = scores.shape[-1]
+            scores = scores.reshape(len(held), -1)
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :keep]  # (held, keep)
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            source_beam, tokens = top // vocab, top % vocab
+            candidates = np.take_along_axis(running[held], source_beam[:, :, None], axis=1)
+            candidates[:, :, cur_len] = tokens
+            hits = np.isin(tokens, eos) | (cur_len + 1 >= max_length)
+
+            alive = top_scores + hits * NEVER
+            order = np.argsort(-alive, axis=1, kind="stable")[:, :k]
+            running[held] = np.take_along_axis(candidates, order[:, :, None], axis=1)
+            running_scores[held] = np.take_along_axis(alive, order, axis=1)
+            beam_sources = np.take_along_axis(source_beam, order, axis=1)  # (held, k)
+
+            ended_now = hits & in_top_k
+            new_scores = top_scores / np.float32((cur_len + 1 - 1) ** length_penalty)
+            full = is_finished[held].all(axis=1, keepdims=True) & (early_stopping is True)
+            new_scores = new_scores + full * NEVER + (~can_improve[held])[:, None] * NEVER + (~ended_now) * NEVER
+            merged_scores = np.concatenate([finished_scores[held], new_scores], axis=1)
+            best = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
+            finished[held] = np.take_along_axis(
+                np.concatenate([finished[held], candidates], axis=1), best[:, :, None], axis=1
+            )
+            finished_scores[held] = np.take_along_axis(merged_scores, best, axis=1)
+            finished_lengths[held] = np.take_along_axis(
+                np.concatenate([finished_lengths[held], np.full_like(tokens, cur_len)], axis=1), best, axis=1
+            )
+            is_finished[held] = np.take_along_axis(
+                np.concatenate([is_finished[held], ended_now], axis=1), best, axis=1
+            )
+
+            cur_len += 1
+            # transformers' test "can a running beam still beat the finished ones?"
+            length = (max_length if early_stopping == "never" and length_penalty > 0 else cur_len) - 1
+            best_possible = running_scores[held, 0] / np.float32(length**length_penalty)
+            worst = np.where(is_finished[held], finished_scores[held].min(axis=1, keepdims=True), NEVER)
+            can_improve[held] &= (best_possible[:, None] > worst).any(axis=1)
+            # The returned hypotheses are final once the k-th best beats any running beam's best possible score
+            # (scores only fall without logits processors; see LiveRows.sentences_settled).
+            bound_length = (max_length if length_penalty > 0 else cur_len) - 1
+            settled = is_finished[held, num_return_sequences - 1] & (
+                finished_scores[held, num_return_sequences - 1]
+                > running_scores[held, 0] / bound_length**length_penalty
+            )
+            done = ~can_improve[held] | settled
+            if early_stopping is True:
+                done |= is_finished[held].all(axis=1)
+            if done.all() or hits.all() or cur_len >= max_length:
+                break
+            rows.reorder((np.arange(len(held))[:, None] * k + beam_sources).reshape(-1))
+            if done.any():
+                kept = np.flatnonzero(~done)
+                held = held[kept]
+                rows.select((kept[:, None] * k + np.arange(k)).reshape(-1))
+
+        returned = finished[:, :num_return_sequences].reshape(batch * num_return_sequences, -1)
+        return returned[:, : 1 + finished_lengths[:, :num_return_sequences].max()]
+
+
+class Rows:
+    """The decoder's per-row inputs: encoder memory, source mask and recurrent state (name -> (..., rows, ...))."""
+
+    def __init__(self, memory: np.ndarray, mask: np.ndarray, state: dict[str, np.ndarray]):
+        self.memory, self.mask, self.state = memory, mask, state
+
+    def _apply(self, index: np.ndarray, with_memory: bool) -> None:
+        if with_memory:
+            self.memory, self.mask = self.memory[index], self.mask[index]
+        # hidden and cell are (layers, rows, H): nn.RNN's layout; everything else is batch first
+        self.state = {
+            name: value[:, index] if name in ("hidden", "cell") else value[index] for name, value in self.state.items()
+        }
+
+    def select(self, index: np.ndarray) -> None:
+        """Keep rows `index` (in that order): memory and mask too."""
+        self._apply(index, with_memory=True)
+
+    def reorder(self, index: np.ndarray) -> None:
+        """Beam search: each row takes the state of row `index[i]` of the same sentence (memory is the same)."""
+        self._apply(index, with_memory=False)
+
+    def repeat(self, times: int) -> None:
+        """Each row `times` times in a row (beams), as generate() expands the encoder outputs."""
+        self._apply(np.repeat(np.arange(len(self.mask)), times), with_memory=True)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+__all__ = ["OnnxTranslator"]

@@ -1,0 +1,150 @@
+"""ONNX export (`python -m hf_rnn.export`) and decoding over onnxruntime (`OnnxTranslator`): the same tokens as
+`model.generate()` for every cell, attention and input feeding, greedy and beam search with its settings."""
+
+import copy
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import FIXTURES, random_batch, tiny_model
+
+pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxscript, onnxruntime) is not installed")
+pytest.importorskip("onnxscript", reason="the export extra (onnx, onnxscript, onnxruntime) is not installed")
+
+from hf_rnn.export import ExportError, export_translator
+from hf_rnn.onnx_translator import OnnxTranslator
+
+pytestmark = pytest.mark.slow  # an export takes seconds
+
+# Every cell type, attention type and input feeding setting appears at least once (the full grid, 24 exports, passed
+# when this was written; each export takes seconds).
+ARCHITECTURES = [
+    dict(cell_type="lstm", attention_type="general", input_feeding=True),
+    dict(cell_type="lstm", attention_type="concat", input_feeding=False, num_encoder_layers=2, num_decoder_layers=2),
+    dict(cell_type="gru", attention_type="dot", input_feeding=True, num_decoder_layers=2),
+    dict(cell_type="gru", attention_type="none", input_feeding=False, decoder_init="zeros"),
+    dict(cell_type="rnn", attention_type="concat", input_feeding=True),
+    dict(cell_type="rnn", attention_type="general", input_feeding=False, bidirectional_encoder=False),
+]
+# (num_beams, generate() keywords): greedy, and beam search with each early-stopping rule and length penalty sign.
+SEARCHES = [
+    (1, {}),
+    (1, {"max_new_tokens": 4}),
+    (3, {}),
+    (3, {"early_stopping": True, "num_return_sequences": 2}),
+    (4, {"early_stopping": "never", "length_penalty": 0.0}),
+    (3, {"length_penalty": -0.5, "max_new_tokens": 6}),
+    (2, {"early_stopping": False, "length_penalty": 2.0, "num_return_sequences": 2}),
+]
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES, ids=lambda a: "-".join(str(v) for v in a.values()))
+def exported(request, tmp_path_factory):
+    model = tiny_model(seed=1, **request.param)
+    return model, OnnxTranslator(export_translator(model, tmp_path_factory.mktemp("onnx")))
+
+
+@pytest.mark.parametrize("num_beams, kwargs", SEARCHES)
+def test_onnxruntime_decoding_gives_generate_s_tokens(exported, num_beams, kwargs):
+    """Mixed source lengths (one-token sources included), so sentences end at different steps and rows are dropped;
+    a batch of one; the output limit generate() would choose (source-scaled) or the one given."""
+    model, translator = exported
+    for lengths, seed in (([5, 1, 7, 3, 9, 2, 6, 4], 0), ([4], 1), ([1, 1], 2)):
+        ids, mask = random_batch(lengths, model.config.vocab_size, seed=seed)
+        with torch.no_grad():
+            expected = model.generate(input_ids=ids, attention_mask=mask, num_beams=num_beams, **kwargs).numpy()
+        output = translator.generate(ids.numpy(), mask.numpy(), num_beams=num_beams, **kwargs)
+        np.testing.assert_array_equal(output, expected)
+
+
+def test_a_model_that_ends_its_sentences(tmp_path):
+    """A model whose sentences end at different steps before the limit (a random model rarely ends): greedy and
+    beam search still give generate()'s tokens, and the outputs are shorter than the limit."""
+    model = tiny_model(seed=2)
+    with torch.no_grad():
+        model.lm_head.bias[model.config.eos_token_id] += 1.5
+    translator = OnnxTranslator(export_translator(model, tmp_path))
+    ids, mask = random_batch([6, 3, 8, 5, 2, 7], model.config.vocab_size, seed=3)
+    for beams in (1, 4):
+        with torch.no_grad():
+            expected = model.generate(input_ids=ids, attention_mask=mask, num_beams=beams).numpy()
+        assert (expected == model.config.eos_token_id).any(axis=1).all()
+        np.testing.assert_array_equal(translator.generate(ids.numpy(), mask.numpy(), num_beams=beams), expected)
+
+
+def test_the_generation_config_travels(tmp_path):
+    """num_beams, length_penalty and max_new_tokens saved in the model's generation config are the defaults."""
+    model = tiny_model(seed=4)
+    with torch.no_grad():
+        model.lm_head.bias[model.config.eos_token_id] -= 10.0  # never ends: the limit shows
+    model.generation_config.update(num_beams=3, length_penalty=0.5, max_new_tokens=5)
+    translator = OnnxTranslator(export_translator(model, tmp_path))
+    ids, mask = random_batch([4, 6, 2], model.config.vocab_size, seed=5)
+    with torch.no_grad():
+        expected = model.generate(input_ids=ids, attention_mask=mask).numpy()
+    assert expected.shape[1] == 6
+    np.testing.assert_array_equal(translator.generate(ids.numpy(), mask.numpy()), expected)
+
+
+def test_the_command_exports_a_folder_saved_before_export_existed(tmp_path):
+    """`python -m hf_rnn.export` on a checkpoint written by an earlier version, tokenizer files copied along."""
+    folder = FIXTURES / "translators_saved_by_de5942c" / "gru_concat_2layers"
+    model_folder = tmp_path / "model"
+    model_folder.mkdir()
+    for file in folder.iterdir():
+        (model_folder / file.name).write_bytes(file.read_bytes())
+    (model_folder / "tokenizer.json").write_text("{}")
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_rnn.export", "--model", model_folder, "--output", tmp_path / "onnx"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "onnx" / "tokenizer.json").read_text() == "{}"
+    assert json.loads((tmp_path / "onnx" / "config.json").read_text())["cell_type"] == "gru"
+    from transformers import AutoModelForSeq2SeqLM
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_folder)
+    ids, mask = random_batch([5, 2, 7], model.config.vocab_size, seed=6)
+    with torch.no_grad():
+        expected = model.generate(input_ids=ids, attention_mask=mask, num_beams=2).numpy()
+    output = OnnxTranslator(tmp_path / "onnx").generate(ids.numpy(), mask.numpy(), num_beams=2)
+    np.testing.assert_array_equal(output, expected)
+
+
+def test_what_cannot_be_exported_is_one_sentence(tmp_path):
+    model = tiny_model()
+    model.generation_config.repetition_penalty = 1.3
+    with pytest.raises(ExportError, match="generation config sets repetition_penalty, which the ONNX decoding loop"):
+        export_translator(model, tmp_path)
+    quantized = copy.deepcopy(tiny_model())
+    pytest.importorskip("torchao")
+    quantized.quantize_int8()
+    with pytest.raises(ExportError, match="the model is quantized: export the model as loaded"):
+        export_translator(quantized, tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_rnn.export", "--model", tmp_path / "missing", "--output", tmp_path / "onnx"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # (the lines before it, if any, are what importing transformers prints in this environment: see import_noise)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("python -m hf_rnn.export: error: ")
+
+
+def test_bad_input_is_named_before_onnxruntime_sees_it(tmp_path):
+    model = tiny_model()
+    translator = OnnxTranslator(export_translator(model, tmp_path))
+    with pytest.raises(ValueError, match="token id 99, outside the vocabulary \\[0, 23\\)"):
+        translator.generate(np.array([[5, 99]]))
+    with pytest.raises(ValueError, match="right-padded"):
+        translator.generate(np.array([[0, 5, 6]]), np.array([[0, 1, 1]]))
+    with pytest.raises(ValueError, match="Source sequence 1 of the batch is empty"):
+        translator.generate(np.array([[5, 6], [0, 0]]))
+    with pytest.raises(ValueError, match="num_return_sequences \\(3\\) must not exceed num_beams \\(2\\)"):
+        translator.generate(np.array([[5, 6]]), num_beams=2, num_return_sequences=3)
