@@ -157,8 +157,11 @@ def test_translation_layout_columns_and_language_named_columns(tmp_path):
 def test_data_errors_name_the_file_and_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         load_pairs("--train_file", str(tmp_path / "missing.jsonl"))
-    (tmp_path / "a.txt").write_text("x")
+    (tmp_path / "a.xml").write_text("x")
     with pytest.raises(DataFileError, match="share one format"):
+        load_pairs("--train_file", str(tmp_path / "a.xml"))
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(DataFileError, match=r"a\.txt: has columns \['text'\], not \['en', 'ko'\]"):
         load_pairs("--train_file", str(tmp_path / "a.txt"))
     write_jsonl(tmp_path / "de.jsonl", [("a", "b")], target="de")
     with pytest.raises(DataFileError, match=r"de\.jsonl: no row has text in every one of `translation.en`, `transl"):

@@ -3,7 +3,9 @@ loss against an independent computation, exact resume, the card and the stock pi
 
 import json
 import math
+import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -236,8 +238,9 @@ def test_validation_loss_equals_an_independent_whole_stream_computation(trained)
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_losses_with_the_carried_state(tmp_path, monkeypatch):
-    """Ctrl-C at step 5 saves a checkpoint with each stream's state; resuming continues the streams exactly. The
-    same checkpoint without its state file (the negative control) resumes from a zero state: other losses."""
+    """Ctrl-C during step 5 saves a checkpoint at the step's end with each stream's state; resuming continues the
+    streams exactly. The same checkpoint without its state file (the negative control) resumes from a zero state:
+    other losses."""
     args = [*TINY, "--train_file", corpus(tmp_path), "--max_steps", "9", "--logging_steps", "1"]
     args += ["--save_strategy", "steps", "--save_steps", "3", "--eval_strategy", "no", "--model.dropout", "0.2"]
     args += ["--num_examples_to_print", "0", "--save_total_limit", "5"]
@@ -249,12 +252,13 @@ def test_interrupted_run_resumes_to_the_same_losses_with_the_carried_state(tmp_p
     interrupted = tmp_path / "interrupted"
     original_step = Trainer.training_step
 
-    def interrupt_at_step_5(self, *a, **k):
-        if self.state.global_step == 5:
-            raise KeyboardInterrupt
-        return original_step(self, *a, **k)
+    def interrupt_in_step_5(self, *a, **k):
+        loss = original_step(self, *a, **k)
+        if self.state.global_step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
 
-    monkeypatch.setattr(Trainer, "training_step", interrupt_at_step_5)
+    monkeypatch.setattr(Trainer, "training_step", interrupt_in_step_5)
     with pytest.raises(KeyboardInterrupt):
         train.main([*args, "--output_dir", str(interrupted)])
     monkeypatch.setattr(Trainer, "training_step", original_step)

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from datasets import Dataset, DatasetDict
-from transformers import EvalPrediction, PreTrainedConfig, PreTrainedModel, Trainer, TrainingArguments
+from transformers import (
+    AutoTokenizer,
+    EvalPrediction,
+    PreTrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+)
 
 from ..training.trainer import RecurrentSeq2SeqTrainer
 
@@ -81,6 +89,26 @@ class Task:
         """Tokenizer or processor: given (`tokenizer_name`, `model_name_or_path`), reused from `output_dir` when
         `reuse` (the folder holds this very run), or built from `train` and saved there when `save`."""
         raise NotImplementedError
+
+    def given_tokenizer(self, output_dir: Path, reuse: bool) -> PreTrainedTokenizerBase | None:
+        """For text tasks' `build_processor`: the tokenizer named by `tokenizer_name` / `model_name_or_path`, or the
+        one this run saved in `output_dir` (when `reuse`); None when a new one is to be trained."""
+        run = self.args
+        if run.tokenizer_name or run.model_name_or_path:
+            return AutoTokenizer.from_pretrained(run.tokenizer_name or run.model_name_or_path)
+        if reuse and (output_dir / "tokenizer.json").exists():
+            return AutoTokenizer.from_pretrained(output_dir)
+        return None
+
+    def files_or_hub_reference(self, sizes: str) -> tuple[str | None, str]:
+        """For `dataset_reference`: data from `--train_file`... named by its files, or the Hub dataset (and its
+        configuration) with the citation name it was given; `sizes` is said in brackets."""
+        data = self.data_args
+        if data.data_files:
+            names = ", ".join(Path(path).name for path in data.data_files.values())
+            return data.dataset_citation_name, f"local files {names} ({sizes})"
+        name = data.dataset_name + (f" ({data.dataset_config_name})" if data.dataset_config_name else "")
+        return data.dataset_citation_name or data.dataset_name, f"{name} ({sizes})"
 
     def preprocess(self, data: DatasetDict, processor: Any) -> DatasetDict:
         """Model inputs for every split (tokenised, truncated)."""

@@ -22,7 +22,6 @@ from datasets import Dataset, DatasetDict
 from torch.utils.data import Sampler, SequentialSampler
 from transformers import (
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     DataCollatorWithPadding,
     TextClassificationPipeline,
     Trainer,
@@ -185,22 +184,15 @@ class ClassificationTask(Task):
         )
 
     def dataset_reference(self) -> tuple[str | None, str]:
-        data = self.data_args
         sizes = ", ".join(f"{split} {len(rows):,} texts" for split, rows in self.raw.items())
-        if data.data_files:
-            names = ", ".join(Path(path).name for path in data.data_files.values())
-            return data.dataset_citation_name, f"local files {names} ({sizes})"
-        name = data.dataset_name + (f" ({data.dataset_config_name})" if data.dataset_config_name else "")
-        return data.dataset_citation_name or data.dataset_name, f"{name} ({sizes})"
+        return self.files_or_hub_reference(sizes)
 
     # -- model ------------------------------------------------------------------------------------------------
 
     def build_processor(self, train: Dataset, output_dir: Path, reuse: bool, save: bool):
-        run, task = self.args, self.task_args
-        if run.tokenizer_name or run.model_name_or_path:
-            return AutoTokenizer.from_pretrained(run.tokenizer_name or run.model_name_or_path)
-        if reuse and (output_dir / "tokenizer.json").exists():
-            return AutoTokenizer.from_pretrained(output_dir)
+        task = self.task_args
+        if (tokenizer := self.given_tokenizer(output_dir, reuse)) is not None:
+            return tokenizer
         texts = (text for batch in train.iter(batch_size=1000) for text in batch["text"])
         if task.tokenizer_type == "bpe":
             tokenizer = train_tokenizer(texts, vocab_size=task.tokenizer_vocab_size, show_progress=False)

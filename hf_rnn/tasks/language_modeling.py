@@ -28,7 +28,6 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     TextGenerationPipeline,
     default_data_collator,
     set_seed,
@@ -212,20 +211,13 @@ class LanguageModelingTask(Task):
             if "validation" not in (data.data_files or {}) and task.validation_fraction > 0
             else ""
         )
-        if data.data_files:
-            names = ", ".join(Path(path).name for path in data.data_files.values())
-            return data.dataset_citation_name, f"local files {names} ({sizes}{held_out})"
-        name = data.dataset_name + (f" ({data.dataset_config_name})" if data.dataset_config_name else "")
-        return data.dataset_citation_name or data.dataset_name, f"{name} ({sizes}{held_out})"
+        return self.files_or_hub_reference(sizes + held_out)
 
     # -- model ------------------------------------------------------------------------------------------------
 
     def build_processor(self, train: Dataset, output_dir: Path, reuse: bool, save: bool):
-        run = self.args
-        if run.tokenizer_name or run.model_name_or_path:
-            return AutoTokenizer.from_pretrained(run.tokenizer_name or run.model_name_or_path)
-        if reuse and (output_dir / "tokenizer.json").exists():
-            return AutoTokenizer.from_pretrained(output_dir)
+        if (tokenizer := self.given_tokenizer(output_dir, reuse)) is not None:
+            return tokenizer
         tokenizer = train_char_tokenizer(train["text"], min_frequency=self.task_args.tokenizer_min_frequency)
         if save:
             tokenizer.save_pretrained(output_dir)
