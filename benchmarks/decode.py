@@ -3,11 +3,12 @@
     python benchmarks/decode.py --model outputs/multi30k-en-de
     python benchmarks/decode.py --model DIR --test-file data.jsonl --source-lang en --target-lang ko --beams 1 5
     python benchmarks/decode.py --model DIR --source-file test.tok.en --reference-file test.tok.de --keep-unk
+    python benchmarks/decode.py --model DIR --dtype bfloat16        # or --quantize int8, or --onnx EXPORTED_DIR
 
 The second form reads plain text, one sentence per line, already tokenised the way the model
 was trained (e.g. the peer recipes' lowercased word-level files); BLEU is then computed on the
 hypotheses exactly as produced, with `tokenize="none"`, as the peers' `sacrebleu -tok none` does.
-`--hypotheses-dir` keeps the translations (beam{k}.hyp), `--json` the figures;
+`--hypotheses-dir` keeps the translations (beam{k}.hyp) and their token ids (beam{k}.ids), `--json` the figures;
 `--single K` decodes once in the current process (for timing it from outside, e.g. GNU time).
 
 Each setting (greedy, beam k) runs in its own fresh process so that the peak RSS and the
@@ -48,33 +49,47 @@ def run_one(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     sources, references = read_test_set(args)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForSeq2SeqLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).eval()
-    if args.quantize == "int8":
-        model.quantize_int8()
+    settings = {"num_beams": args.single, "max_length": args.max_new_tokens + 1, "length_penalty": args.length_penalty}
+    if args.early_stopping is not None:
+        settings["early_stopping"] = args.early_stopping
+    if args.onnx:
+        from hf_rnn.onnx_translator import OnnxTranslator
+
+        translator = OnnxTranslator(args.onnx, threads=args.threads)
+
+        def generate(inputs):
+            arrays = {name: tensor.numpy() for name, tensor in inputs.items()}
+            return translator.generate(arrays["input_ids"], arrays["attention_mask"], **settings)
+    else:
+        model = AutoModelForSeq2SeqLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).eval()
+        if args.quantize == "int8":
+            model.quantize_int8()
+
+        def generate(inputs):
+            return model.generate(**inputs, **settings)
 
     started = time.perf_counter()
     order = sorted(range(len(sources)), key=lambda i: len(tokenizer.tokenize(sources[i])))
     hypotheses: list[str] = [""] * len(sources)
+    token_ids: list[list[int]] = [[]] * len(sources)
     with torch.inference_mode():
         for start in range(0, len(order), args.batch_size):
             batch = order[start : start + args.batch_size]
             inputs = tokenizer([sources[i] for i in batch], return_tensors="pt", padding=True)
             # max_length counts the start token; it is also the limit the saved generation config uses.
-            output = model.generate(
-                **inputs,
-                num_beams=args.single,
-                max_length=args.max_new_tokens + 1,
-                length_penalty=args.length_penalty,
-                **({"early_stopping": args.early_stopping} if args.early_stopping is not None else {}),
-            )
-            for index, text in zip(batch, detokenise(tokenizer, output, args.keep_unk)):
-                hypotheses[index] = text
+            output = generate(inputs)
+            for index, text, ids in zip(batch, detokenise(tokenizer, output, args.keep_unk), output.tolist()):
+                hypotheses[index], token_ids[index] = text, ids
     loop_seconds = time.perf_counter() - started
 
     if args.hypotheses_dir:
         folder = Path(args.hypotheses_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"beam{args.single}.hyp").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+        # The ids as generated, padding removed: equal files mean equal tokens, whatever the backend.
+        pad = tokenizer.pad_token_id
+        lines = (" ".join(str(i) for i in ids if i != pad) + "\n" for ids in token_ids)
+        (folder / f"beam{args.single}.ids").write_text("".join(lines), encoding="utf-8")
     figures = {"beams": args.single, "sentences": len(sources), "loop_seconds": loop_seconds}
     if args.no_score:  # scored elsewhere: keep sacrebleu out of the process, whose peak RSS is measured
         return {**figures, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -157,6 +172,7 @@ def main() -> None:
     )
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="Weights and compute.")
     parser.add_argument("--quantize", choices=["int8"], help="int8 weights and activations (model.quantize_int8()).")
+    parser.add_argument("--onnx", metavar="DIR", help="Decode with onnxruntime from `python -m hf_rnn.export` output.")
     parser.add_argument(
         "--single",
         type=int,

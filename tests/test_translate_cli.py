@@ -213,6 +213,18 @@ def test_reduced_precision_translates_as_the_converted_model_does(option, folder
     assert result.stdout.decode().splitlines() == expected
 
 
+def test_reduced_precision_applies_to_every_ensemble_member(folder):
+    """With several --model, --dtype and --quantize convert each member (the ensemble holds no weights itself)."""
+    pytest.importorskip("torchao")
+    models = ["--model", str(folder), "--model", str(folder)]
+    args = parse_args([*models, "--dtype", "bfloat16", "--quantize", "int8", "a sentence"])
+    members = load_translator(args).model.members
+    assert len(members) == 2
+    for member in members:
+        assert member.get_input_embeddings().weight.dtype == torch.bfloat16
+        assert not any(isinstance(module, torch.nn.RNNBase) for module in member.modules())  # unrolled for int8
+
+
 def test_int8_on_a_model_without_it_is_one_sentence(folder, tmp_path, monkeypatch):
     """A model class without `quantize_int8` (remote code not made by hf_rnn) gets one line, not a traceback."""
     monkeypatch.delattr("hf_rnn.translator.modeling_lstm_seq2seq.LSTMSeq2SeqPreTrainedModel.quantize_int8")
