@@ -4,6 +4,7 @@ The faults that need a real process (signals, SIGKILL, full disks, concurrent ru
 """
 
 import errno
+import logging
 import os
 import shutil
 import signal
@@ -272,6 +273,23 @@ def test_predict_returns_what_seq2seq_trainer_returns(tmp_path, options):
             (model(**pad_batch(test.select(range(i, min(i + 2, 5))))).loss, min(2, 5 - i)) for i in (0, 2, 4)
         ]
     assert ours.metrics["test_loss"] == pytest.approx(sum(loss * n for loss, n in batch_losses).item() / 5)
+
+
+def test_evaluation_counts_cut_outputs_in_its_metrics_instead_of_warning(tmp_path, caplog):
+    """An untrained model runs to the length limit: evaluation reports how many outputs were cut as a metric (no
+    warning per batch); generate() outside the Trainer still warns."""
+    trainer = tiny_trainer(tmp_path / "run")
+    test = tiny_dataset(5, seed=1)
+    with caplog.at_level(logging.WARNING):
+        output = trainer.predict(test)
+    eos = trainer.model.config.eos_token_id
+    without_end = sum(eos not in row for row in output.predictions.tolist())
+    assert without_end > 0 and output.metrics["test_cut_sequences"] == without_end
+    assert not [r for r in caplog.records if "length limit" in r.getMessage()]
+    assert trainer.model.cut_sequences is None
+    with caplog.at_level(logging.WARNING), torch.no_grad():
+        trainer.model.generate(**pad_batch(test.select(range(2))))
+    assert [r for r in caplog.records if "length limit" in r.getMessage()]
 
 
 def test_uploads_carry_no_local_state_and_no_token(hub_server, tmp_path):

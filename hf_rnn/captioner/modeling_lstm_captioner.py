@@ -451,6 +451,9 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
     _keyword_cap = False  # set by generate() while it runs, when nobody chose an output limit
     _max_length_chosen: bool = True  # cleared by generate() while it runs, when nobody chose a max_length
     _length_used: tuple[int, int] = (0, 0)  # the last generate()'s max_length and decoder prompt length
+    # An int while a caller counts cut outputs instead of a warning per call (the Trainer's evaluation: a model in
+    # its first epochs may run on, and the count goes into the metrics).
+    cut_sequences: int | None = None
 
     def __init__(self, config: LSTMCaptionerConfig):
         super().__init__(config)
@@ -496,7 +499,9 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
         eos = kwargs.get("eos_token_id", (generation_config or self.generation_config).eos_token_id)
         cut = count_cut(sequences, self._length_used[0], eos)
-        if cut:
+        if cut and self.cut_sequences is not None:
+            self.cut_sequences += cut
+        elif cut:
             logger.warning(
                 f"{cut} of {len(sequences)} keyword lists reached the length limit "
                 f"({self._length_used[0] - self._length_used[1]} new tokens) without `</s>` and were cut. Pass a "

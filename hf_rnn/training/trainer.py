@@ -296,9 +296,25 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
         self._examples_in_step = find_batch_size(inputs)
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
 
-    def evaluation_loop(self, *args, **kwargs):
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """Seq2SeqTrainer's loop, counting examples as `_gather_examples` says, and with generation the number of
+        outputs cut by the length limit as the metric `<prefix>_cut_sequences` (summed over processes) instead of
+        the model's warning per batch."""
         self.gather_function = self._gather_examples
-        return super().evaluation_loop(*args, **kwargs)
+        model = self.accelerator.unwrap_model(self.model)
+        arguments = (dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if not self.args.predict_with_generate or prediction_loss_only or not hasattr(model, "cut_sequences"):
+            return super().evaluation_loop(*arguments)
+        model.cut_sequences = 0
+        try:
+            output = super().evaluation_loop(*arguments)
+            cut = torch.tensor([model.cut_sequences], device=self.args.device)
+        finally:
+            model.cut_sequences = None
+        output.metrics[f"{metric_key_prefix}_cut_sequences"] = self.accelerator.gather(cut).sum().item()
+        return output
 
     def _gather_examples(self, tensor):
         """`accelerator.gather_for_metrics` that counts examples, not rows.

@@ -194,6 +194,9 @@ class LSTMSeq2SeqGenerationMixin(GenerationMixin):
     _max_new_tokens: int | None = None  # set by generate() while it runs, when nobody chose an output limit
     _max_length_chosen: bool = True  # cleared by generate() while it runs, when nobody chose a max_length
     _length_used: tuple[int, int] = (0, 0)  # the last generate()'s max_length and decoder prompt length
+    # An int while a caller counts cut outputs instead of a warning per call (the Trainer's evaluation: a model in
+    # its first epochs may run on, and the count goes into the metrics).
+    cut_sequences: int | None = None
 
     def generate(
         self, inputs: torch.Tensor | None = None, generation_config: GenerationConfig | None = None, **kwargs
@@ -205,7 +208,8 @@ class LSTMSeq2SeqGenerationMixin(GenerationMixin):
         `max_new_tokens`, a batch may generate `ceil(max_new_tokens_ratio * source length) + max_new_tokens_offset`
         new tokens (generation config fields; defaults 2 and 10; the source length is the longest in the batch).
         `max_length=20`, transformers' default that Seq2SeqTrainer writes into `model.generation_config`, counts as
-        unset there. One warning per call says how many returned sequences reached the limit without `</s>`.
+        unset there. One warning per call says how many returned sequences reached the limit without `</s>` (or,
+        while `cut_sequences` is an int, that many are added to it).
 
         The rows of a finished sentence can no longer change the output, so not computing
         them leaves it unchanged: greedy search and sampling pad a sentence after its end
@@ -239,7 +243,9 @@ class LSTMSeq2SeqGenerationMixin(GenerationMixin):
             self._live_rows, self._max_new_tokens, self._max_length_chosen = None, None, True
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
         cut = count_cut(sequences, self._length_used[0], eos)
-        if cut:
+        if cut and self.cut_sequences is not None:
+            self.cut_sequences += cut
+        elif cut:
             logger.warning(
                 f"{cut} of {len(sequences)} generated sequences reached the length limit "
                 f"({self._length_used[0] - self._length_used[1]} new tokens) without `</s>` and were cut. Pass a "
