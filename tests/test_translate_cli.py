@@ -253,8 +253,10 @@ def test_the_model_s_warnings_reach_the_console_and_no_limit_is_added(folder, to
 
 # transformers' progress bars are not warnings; every other line on stderr is one.
 PROGRESS = ("Loading weights", "Writing model shards")
-# torch's C++-style log prefix (level, date, time, thread id), which differs between two runs of the same line.
-LOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ ")
+# torch's C++-style log prefix (level, date, time, thread id), which differs between two runs of the same line, and
+# the logged file's path, which torch shortens by whichever sys.path entry holds it (`-m` puts the working folder
+# first: a virtual environment inside the repository then shows as `.venv/lib/.../site-packages/torch/...`).
+LOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ (\S*site-packages/)?")
 
 
 def stderr_lines(stderr: str) -> set[str]:
