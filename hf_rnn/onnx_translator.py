@@ -180,7 +180,7 @@ class OnnxTranslator:
             scores = log_softmax(logits).reshape(len(held), k, -1) + running_scores[held, :, None]
             vocab = scores.shape[-1]
             scores = scores.reshape(len(held), -1)
-            top = np.argsort(-scores, axis=1, kind="stable")[:, :keep]  # (held, keep)
+            top = top_k_stable(scores, keep)  # (held, keep)
             top_scores = np.take_along_axis(scores, top, axis=1)
             source_beam, tokens = top // vocab, top % vocab
             candidates = np.take_along_axis(running[held], source_beam[:, :, None], axis=1)
@@ -263,6 +263,24 @@ class Rows:
     def repeat(self, times: int) -> None:
         """Each row `times` times in a row (beams), as generate() expands the encoder outputs."""
         self._apply(np.repeat(np.arange(len(self.mask)), times), with_memory=True)
+
+
+def top_k_stable(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores of each row, best first, ties in index order: the first k columns of a stable
+    argsort of -scores, without sorting the whole row (beam search ranks num_beams × vocabulary candidates a step)."""
+    if k >= scores.shape[1]:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    # argpartition picks arbitrarily among scores tied with the k-th: a row with more such ties than it kept is
+    # ranked by the full stable sort, so the lowest indices win as they do there.
+    threshold = top_scores.min(axis=1, keepdims=True)
+    tied = (scores == threshold).sum(axis=1) > (top_scores == threshold).sum(axis=1)
+    order = np.lexsort((top, -top_scores), axis=1)  # by score, then by index
+    top = np.take_along_axis(top, order, axis=1)
+    if tied.any():
+        top[tied] = np.argsort(-scores[tied], axis=1, kind="stable")[:, :k]
+    return top
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

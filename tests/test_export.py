@@ -15,7 +15,7 @@ pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxscript, o
 pytest.importorskip("onnxscript", reason="the export extra (onnx, onnxscript, onnxruntime) is not installed")
 
 from hf_rnn.export import ExportError, export_translator
-from hf_rnn.onnx_translator import OnnxTranslator
+from hf_rnn.onnx_translator import NEVER, OnnxTranslator, top_k_stable
 
 pytestmark = pytest.mark.slow  # an export takes seconds
 
@@ -148,3 +148,18 @@ def test_bad_input_is_named_before_onnxruntime_sees_it(tmp_path):
         translator.generate(np.array([[5, 6], [0, 0]]))
     with pytest.raises(ValueError, match="num_return_sequences \\(3\\) must not exceed num_beams \\(2\\)"):
         translator.generate(np.array([[5, 6]]), num_beams=2, num_return_sequences=3)
+
+
+def test_top_k_equals_the_first_columns_of_a_stable_sort_ties_included():
+    """Beam search's candidate ranking: the same indices in the same order as a stable argsort, also where ties
+    straddle the k-th place (few distinct values) and for rows of dead candidates (NEVER)."""
+    rng = np.random.default_rng(0)
+    rows = [
+        rng.standard_normal((6, 500)).astype(np.float32),
+        rng.integers(0, 4, (6, 500)).astype(np.float32),  # ties everywhere
+        np.full((2, 500), NEVER, dtype=np.float32),
+    ]
+    for scores in rows:
+        for k in (1, 10, 499, 500, 600):
+            expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            np.testing.assert_array_equal(top_k_stable(scores, k), expected)
