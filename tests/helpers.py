@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from hf_rnn import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
+from hf_rnn.data.tokenization import train_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -44,6 +45,26 @@ def random_batch(lengths: list[int], vocab_size: int, seed: int = 0) -> tuple[to
     for row, length in enumerate(lengths):
         ids[row, :length] = torch.randint(3, vocab_size, (length,), generator=generator)
     return ids, ids.ne(0).long()
+
+
+SENTENCES = ["I am a student.", "You are a doctor.", "He eats an apple.", "We read books."]
+TRANSLATIONS = ["나는 학생이다.", "너는 의사다.", "그는 사과를 먹는다.", "우리는 책을 읽는다."]
+
+
+def sentence_tokenizer():
+    """A byte-level BPE tokenizer trained on SENTENCES and TRANSLATIONS (the pipeline and CLI tests' text)."""
+    return train_tokenizer(SENTENCES * 20 + TRANSLATIONS * 20, vocab_size=320, show_progress=False)
+
+
+def untrained_translator(tokenizer) -> LSTMSeq2SeqForConditionalGeneration:
+    """A seeded random translator for `tokenizer`, at most 8 new tokens: its outputs are arbitrary but fixed."""
+    torch.manual_seed(0)
+    config = LSTMSeq2SeqConfig(
+        vocab_size=len(tokenizer), embedding_size=16, hidden_size=16, dropout=0.0, init_range=0.5
+    )
+    model = LSTMSeq2SeqForConditionalGeneration(config).eval()
+    model.generation_config.max_new_tokens = 8
+    return model
 
 
 def subprocess_env(tmp_path: Path) -> dict[str, str]:

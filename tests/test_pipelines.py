@@ -8,7 +8,14 @@ import sys
 
 import pytest
 import torch
-from helpers import BLOCK_HF_RNN, hub_client_env, subprocess_env
+from helpers import (
+    BLOCK_HF_RNN,
+    SENTENCES,
+    hub_client_env,
+    sentence_tokenizer,
+    subprocess_env,
+    untrained_translator,
+)
 from PIL import Image
 from transformers import ImageTextToTextPipeline, pipeline
 
@@ -18,34 +25,23 @@ from hf_rnn import (
     LSTMCaptionerImageProcessor,
     LSTMCaptionerPipeline,
     LSTMCaptionerProcessor,
-    LSTMSeq2SeqConfig,
     LSTMSeq2SeqForConditionalGeneration,
     TranslationPipeline,
     build_keyword_tokenizer,
 )
 from hf_rnn.captioner.pipeline_lstm_captioner import CUSTOM_PIPELINES as CAPTIONER_PIPELINES
 from hf_rnn.data.landscapes import KEYWORDS, render_landscape
-from hf_rnn.data.tokenization import train_tokenizer
 from hf_rnn.translator.pipeline_translation import CUSTOM_PIPELINES as TRANSLATION_PIPELINES
-
-SENTENCES = ["I am a student.", "You are a doctor.", "He eats an apple.", "We read books."]
-TRANSLATIONS = ["나는 학생이다.", "너는 의사다.", "그는 사과를 먹는다.", "우리는 책을 읽는다."]
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_tokenizer(SENTENCES * 20 + TRANSLATIONS * 20, vocab_size=320, show_progress=False)
+    return sentence_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def translator(tokenizer):
-    torch.manual_seed(0)
-    config = LSTMSeq2SeqConfig(
-        vocab_size=len(tokenizer), embedding_size=16, hidden_size=16, dropout=0.0, init_range=0.5
-    )
-    model = LSTMSeq2SeqForConditionalGeneration(config).eval()
-    model.generation_config.max_new_tokens = 8
-    return model
+    return untrained_translator(tokenizer)
 
 
 def expected_translation(model, tokenizer, sentence: str, **generate_kwargs) -> list[str]:

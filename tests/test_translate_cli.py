@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from helpers import BLOCK_HF_RNN, subprocess_env
+from helpers import BLOCK_HF_RNN, SENTENCES, sentence_tokenizer, subprocess_env, untrained_translator
 from PIL import Image
 from transformers import pipeline
 
@@ -20,17 +20,13 @@ from hf_rnn import (
     LSTMCaptionerForConditionalGeneration,
     LSTMCaptionerImageProcessor,
     LSTMCaptionerProcessor,
-    LSTMSeq2SeqConfig,
     LSTMSeq2SeqForConditionalGeneration,
     TranslationPipeline,
     build_keyword_tokenizer,
 )
 from hf_rnn.data.landscapes import KEYWORDS, render_landscape
-from hf_rnn.data.tokenization import train_tokenizer
 from hf_rnn.translate import CLIError, load_translator, parse_args, translate_in_batches
 
-SENTENCES = ["I am a student.", "You are a doctor.", "He eats an apple.", "We read books."]
-TRANSLATIONS = ["나는 학생이다.", "너는 의사다.", "그는 사과를 먹는다.", "우리는 책을 읽는다."]
 # Lines that only look like line breaks to str.splitlines, blank lines, spaces, a last line without its newline.
 LINES = (
     b"I am a student.\r\nYou are\ra doctor.\n\n   \nHe eats\xe2\x80\xa8an apple.\x0b\x0c\x1c\xc2\x85 x\n\t\r\nWe read"
@@ -39,18 +35,12 @@ LINES = (
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_tokenizer(SENTENCES * 20 + TRANSLATIONS * 20, vocab_size=320, show_progress=False)
+    return sentence_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def translator(tokenizer):
-    torch.manual_seed(0)
-    config = LSTMSeq2SeqConfig(
-        vocab_size=len(tokenizer), embedding_size=16, hidden_size=16, dropout=0.0, init_range=0.5
-    )
-    model = LSTMSeq2SeqForConditionalGeneration(config).eval()
-    model.generation_config.max_new_tokens = 8
-    return model
+    return untrained_translator(tokenizer)
 
 
 @pytest.fixture(scope="module")
