@@ -93,14 +93,26 @@ BLOCK_HF_RNN = (
 )
 
 
-def run_without_hf_rnn(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    """Run `script` in a fresh Python that cannot import hf_rnn, offline, with stdin closed (a prompt would fail)."""
+def run_python(code: str, tmp_path: Path, *, cwd=None, env=None, options=()) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh Python (`options` before `-c`), offline with its own HF_HOME unless `env` is given,
+    stdin closed (a prompt would fail), output captured as text."""
     return subprocess.run(
-        [sys.executable, "-c", BLOCK_HF_RNN + script],
-        cwd=tmp_path,
-        env=subprocess_env(tmp_path),
+        [sys.executable, *options, "-c", code],
+        cwd=cwd,
+        env=env or subprocess_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=300,
         stdin=subprocess.DEVNULL,
     )
+
+
+def run_without_hf_rnn(script: str, tmp_path: Path, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """Run `script` with `run_python` (in `tmp_path` by default) where hf_rnn cannot be imported."""
+    return run_python(BLOCK_HF_RNN + script, tmp_path, cwd=cwd or tmp_path, env=env)
+
+
+def run_card_snippet(output_dir: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """The first Python block of a saved model card, run without hf_rnn next to the folder, as a user would."""
+    snippet = (output_dir / "README.md").read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    return run_without_hf_rnn(snippet, tmp_path, cwd=output_dir.parent)

@@ -2,13 +2,11 @@
 
 import json
 import logging
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from helpers import BLOCK_HF_RNN, FIXTURES, subprocess_env
+from helpers import BLOCK_HF_RNN, FIXTURES, run_python
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoModelForImageTextToText, AutoProcessor, ResNetConfig, ResNetModel, ViTConfig, pipeline
 from transformers.generation import utils as generation_utils
@@ -490,15 +488,7 @@ pipe = pipeline("image-to-text", model=folder, trust_remote_code=True)
 print(json.dumps([keywords, [pipe(images=image, text="")[0]["generated_text"] for image in images]]))
 """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_python(script, tmp_path, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     keywords, piped = json.loads(result.stdout.strip().splitlines()[-1])
     assert keywords == expected

@@ -2,13 +2,11 @@
 
 import json
 import random
-import subprocess
-import sys
 import unicodedata
 
 import pytest
 import torch
-from helpers import BLOCK_HF_RNN, random_batch, subprocess_env, tiny_model
+from helpers import BLOCK_HF_RNN, random_batch, run_python, tiny_model
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from hf_rnn import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration, LSTMSeq2SeqModel, TranslationPipeline
@@ -109,15 +107,7 @@ torch.save(logits, {str(tmp_path / "logits.pt")!r})
 print(json.dumps(out))
 """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_python(script, tmp_path, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected_logits, atol=0, rtol=0)
@@ -154,15 +144,7 @@ pipe = pipeline("translation", model={str(folder)!r}, trust_remote_code=True)
 print(json.dumps(pipe({SENTENCES[2]!r}, max_new_tokens=6)))
 """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_python(script, tmp_path, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [{"translation_text": expected}]
 

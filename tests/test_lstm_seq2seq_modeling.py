@@ -3,12 +3,10 @@
 import itertools
 import json
 import logging
-import subprocess
-import sys
 
 import pytest
 import torch
-from helpers import BLOCK_HF_RNN, FIXTURES, random_batch, subprocess_env, tiny_config, tiny_model
+from helpers import BLOCK_HF_RNN, FIXTURES, random_batch, run_python, tiny_config, tiny_model
 from huggingface_hub.errors import StrictDataclassError
 from torch.func import functional_call
 from transformers import AutoConfig, GenerationConfig, GenerationMixin
@@ -710,15 +708,7 @@ with torch.no_grad():
 print(json.dumps([out, min(rows) < len(inputs["input_ids"])]))
 """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_python(script, tmp_path, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [expected, True]
 

@@ -4,7 +4,6 @@ without a prompt, every saved folder with and without hf_rnn installed, and tran
 import json
 import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,10 +11,11 @@ from helpers import (
     BLOCK_HF_RNN,
     SENTENCES,
     hub_client_env,
+    run_python,
     sentence_tokenizer,
-    subprocess_env,
     untrained_translator,
 )
+from helpers import run_without_hf_rnn as run_isolated
 from PIL import Image
 from transformers import ImageTextToTextPipeline, pipeline
 
@@ -53,15 +53,7 @@ def expected_translation(model, tokenizer, sentence: str, **generate_kwargs) -> 
 
 
 def run_without_hf_rnn(script: str, tmp_path, env=None) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-c", BLOCK_HF_RNN + script],
-        cwd=tmp_path,
-        env=env or subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_isolated(script, tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -213,14 +205,7 @@ assert tokenizer("a </s> b")["input_ids"] == {tokenizer("a </s> b")["input_ids"]
         script,
         BLOCK_HF_RNN + script.replace("import hf_rnn\n", "").replace(")\nassert", ", trust_remote_code=True)\nassert"),
     ):
-        result = subprocess.run(
-            [sys.executable, "-c", code],
-            env=subprocess_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-        )
+        result = run_python(code, tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "custom code" not in result.stdout + result.stderr
         assert "to instantiate a model of type" not in result.stderr
@@ -297,14 +282,7 @@ import hf_rnn
 from transformers import pipeline
 print(pipeline("image-to-text", model={str(tmp_path / "saved")!r})({str(scenes[0])!r})[0]["generated_text"])
 """
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env=subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_python(script, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Logging error" not in result.stderr and "Traceback" not in result.stderr
     assert "has been replaced by `image-text-to-text`" in result.stderr

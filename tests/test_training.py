@@ -10,7 +10,7 @@ import sys
 import pytest
 import sacrebleu
 import torch
-from helpers import BLOCK_HF_RNN, REPO_ROOT, hub_client_env, subprocess_env
+from helpers import BLOCK_HF_RNN, REPO_ROOT, hub_client_env, run_card_snippet, run_python
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Trainer
 
@@ -417,17 +417,7 @@ def test_installed_entry_points_find_the_shipped_configs(tmp_path):
 @pytest.mark.slow
 def test_card_usage_snippet_runs_without_hf_rnn(trained, tmp_path):
     output_dir, _ = trained
-    text = (output_dir / "README.md").read_text()
-    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
-    result = subprocess.run(
-        [sys.executable, "-c", BLOCK_HF_RNN + snippet],
-        cwd=output_dir.parent,  # the snippet names the folder, as a user next to it would
-        env=subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_card_snippet(output_dir, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "translation_text" in result.stdout
 
@@ -492,15 +482,7 @@ pipe = pipeline("translation", model="user/tiny-en-ko", trust_remote_code=True)
 print(json.dumps([out, pipe({sentences[0]!r}, num_beams=3)[0]["translation_text"]]))
 """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=hub_client_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_python(script, tmp_path, cwd=tmp_path, env=hub_client_env(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     pulled, piped = json.loads(result.stdout.strip().splitlines()[-1])
     assert pulled == expected and piped == expected[0]

@@ -1,13 +1,11 @@
 """train.py for the captioner: landscapes and user image folders, metrics, card, pipeline, Hub push."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from datasets import Dataset
-from helpers import BLOCK_HF_RNN, REPO_ROOT, hub_client_env
+from helpers import BLOCK_HF_RNN, REPO_ROOT, hub_client_env, run_python
 from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, EvalPrediction, pipeline
@@ -160,14 +158,6 @@ pipe = pipeline("image-to-text", model="user/tiny-keywords", trust_remote_code=T
 print(json.dumps(pipe(images=Image.open({str(image_path)!r}), text="")))
 """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=hub_client_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_python(script, tmp_path, cwd=tmp_path, env=hub_client_env(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])[0]["generated_text"] == local[0]["generated_text"]

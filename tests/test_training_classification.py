@@ -3,12 +3,10 @@ saved model, the card, and the stock pipeline in fresh processes."""
 
 import json
 import logging
-import subprocess
-import sys
 
 import pytest
 import torch
-from helpers import BLOCK_HF_RNN, run_without_hf_rnn, subprocess_env
+from helpers import run_card_snippet, run_python, run_without_hf_rnn
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -218,14 +216,7 @@ from transformers import pipeline
 classifier = pipeline("text-classification", model={str(output_dir)!r}{{remote}})
 print(json.dumps([{{d["label"]: d["score"] for d in row}} for row in classifier({texts!r}, top_k=None)]))
 """
-    with_hf_rnn = subprocess.run(
-        [sys.executable, "-c", "import hf_rnn\n" + script.replace("{remote}", "")],
-        env=subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    with_hf_rnn = run_python("import hf_rnn\n" + script.replace("{remote}", ""), tmp_path)
     without = run_without_hf_rnn(script.replace("{remote}", ", trust_remote_code=True"), tmp_path)
     for result in (with_hf_rnn, without):
         assert result.returncode == 0, result.stderr[-3000:]
@@ -237,16 +228,7 @@ print(json.dumps([{{d["label"]: d["score"] for d in row}} for row in classifier(
 @pytest.mark.slow
 def test_card_usage_snippet_runs_without_hf_rnn(trained, tmp_path):
     _, output_dir, _ = trained
-    snippet = (output_dir / "README.md").read_text().split("```python\n", 1)[1].split("```", 1)[0]
-    result = subprocess.run(
-        [sys.executable, "-c", BLOCK_HF_RNN + snippet],
-        cwd=output_dir.parent,  # the snippet names the folder, as a user next to it would
-        env=subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_card_snippet(output_dir, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "'label': 'negative'" in result.stdout and "'label': 'positive'" in result.stdout
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 from datasets import Dataset
-from helpers import BLOCK_HF_RNN, run_without_hf_rnn, subprocess_env
+from helpers import run_card_snippet, run_python, run_without_hf_rnn
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoTokenizer, Seq2SeqTrainingArguments, Trainer, default_data_collator
 
@@ -299,29 +299,13 @@ generator = pipeline("text-generation", model={str(output_dir)!r}{{remote}})
 outputs = generator({prompts!r}, do_sample=False, max_new_tokens=12)
 print(json.dumps([row[0]["generated_text"] for row in outputs]))
 """
-    with_hf_rnn = subprocess.run(
-        [sys.executable, "-c", "import hf_rnn\n" + script.replace("{remote}", "")],
-        env=subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    with_hf_rnn = run_python("import hf_rnn\n" + script.replace("{remote}", ""), tmp_path)
     without = run_without_hf_rnn(script.replace("{remote}", ", trust_remote_code=True"), tmp_path)
     for result in (with_hf_rnn, without):
         assert result.returncode == 0, result.stderr[-3000:]
         assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
 
-    snippet = (output_dir / "README.md").read_text().split("```python\n", 1)[1].split("```", 1)[0]
-    result = subprocess.run(
-        [sys.executable, "-c", BLOCK_HF_RNN + snippet],
-        cwd=output_dir.parent,  # the snippet names the folder, as a user next to it would
-        env=subprocess_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_card_snippet(output_dir, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("All:")
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from helpers import BLOCK_HF_RNN, SENTENCES, sentence_tokenizer, subprocess_env, untrained_translator
+from helpers import BLOCK_HF_RNN, SENTENCES, run_python, sentence_tokenizer, subprocess_env, untrained_translator
 from PIL import Image
 from transformers import pipeline
 
@@ -302,13 +302,6 @@ print(captioner({str(tmp_path / "scene.png")!r}))
         "import hf_rnn\n" + script.format(trust=""),
         BLOCK_HF_RNN + script.format(trust=", trust_remote_code=True"),
     ):
-        result = subprocess.run(
-            [sys.executable, "-W", "default", "-c", code],
-            env=subprocess_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-        )
+        result = run_python(code, tmp_path, options=("-W", "default"))
         assert result.returncode == 0, result.stderr[-3000:]
         assert our_warnings(result.stderr) == []
