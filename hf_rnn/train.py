@@ -12,12 +12,13 @@ With no config named, the embedded default `configs/synthetic_en_ko.yaml` runs (
 
 import logging
 import sys
+from pathlib import Path
 
 import datasets
 import transformers
 
 from .data.files import DataFileError
-from .training.arguments import parse_args
+from .training.arguments import ConfigError, parse_args
 from .training.checkpoints import exit_cleanly, guard_output_dir
 from .training.run_record import OutputDirHoldsAnotherRun
 from .training.runner import run
@@ -38,9 +39,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 def console_main() -> None:
     """`python -m hf_rnn.train`, `train.py`, `hf-rnn-train`: errors the user can fix end with one line, interrupts
-    with the signal's exit status."""
-    with exit_cleanly(user_errors=(DataFileError, OutputDirHoldsAnotherRun)):
-        main()
+    with the signal's exit status. Mistakes in the config or flags exit with status 2, as argparse's own do."""
+    try:
+        with exit_cleanly(user_errors=(DataFileError, OutputDirHoldsAnotherRun)):
+            main()
+    except ConfigError as error:
+        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Trainer
 from hf_rnn import train
 from hf_rnn.data.files import DataFileError
 from hf_rnn.data.synthetic_en_ko import build_synthetic_en_ko
-from hf_rnn.training.arguments import parse_args, shipped_configs
+from hf_rnn.training.arguments import ConfigError, parse_args, shipped_configs
 from hf_rnn.training.run_record import RECORD_FILE
 from hf_rnn.training.trainer import last_complete_checkpoint
 
@@ -108,6 +108,51 @@ def test_argument_errors_name_the_key(tmp_path, yaml_text, argv, message):
         parse_args([str(tmp_path / "bad.yaml"), *argv])
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--model.cell_type", "lstmm"],
+            r"`model:` .*'cell_type' expected one of \('lstm', 'gru', 'rnn'\), got lstmm",
+        ),
+        (["--model.dropout", "1.5"], r"`model:` .*'dropout'.* must be in \[0, 1\), got 1.5"),
+        (["--task", "text-classification", "--model.pooling", "median"], r"'pooling' expected one of"),
+        (["--load_best_model_at_end", "true", "--eval_strategy", "steps", "--save_strategy", "epoch"], r"save"),
+    ],
+)
+def test_values_the_model_config_or_trainer_refuses_are_config_errors_before_any_data_is_read(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_args([*argv, "--output_dir", "x"])
+
+
+def test_help_lists_the_task_training_and_model_fields(capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["nsmc_ko_sentiment", "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Task text-classification, defaults from" in text and "nsmc_ko_sentiment.yaml" in text
+    for flag in ("--text_column", "--max_train_minutes", "--learning_rate", "--train_file"):
+        assert flag in text
+    assert "Model fields (LSTMConfig), set with --model.field value:" in text and "pooling='max'" in text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["no_such_config"], "train.py: error: Config file no_such_config does not exist; shipped configs: "),
+        (["--model.hidden_size", "-3"], "train.py: error: `model:` Validation error for field 'hidden_size'"),
+        (["--hiden_size", "3"], "train.py: error: Unknown key(s) on the command line: hiden_size."),
+    ],
+)
+def test_the_command_line_names_a_config_mistake_in_one_line_with_status_2(tmp_path, argv, message):
+    result = run_python(
+        f"import sys; sys.argv = ['train.py', *{argv!r}]; from hf_rnn.train import console_main; console_main()",
+        tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.splitlines()[-1].startswith(message) and "Traceback" not in result.stderr
+
+
 def test_default_run_uses_the_embedded_config():
     run = parse_args([])
     assert run.data.dataset_name == "synthetic_en_ko" and run.task.name == "translation"
@@ -131,7 +176,7 @@ def test_shipped_configs_are_the_repository_configs():
     assert {path.name for path in shipped_configs().values()} == {
         p.name for p in (REPO_ROOT / "configs").glob("*.yaml")
     }
-    with pytest.raises(FileNotFoundError, match="shipped configs: captioner_imagefolder, .*synthetic_en_ko"):
+    with pytest.raises(ConfigError, match="shipped configs: captioner_imagefolder, .*synthetic_en_ko"):
         parse_args(["no_such_config"])
 
 

@@ -22,12 +22,17 @@ from typing import Any
 
 import torch
 import yaml
+from huggingface_hub.errors import StrictDataclassError
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
 from ..tasks import TASKS, get_task
 from ..tasks.base import Task
 
 DEFAULT_CONFIG = "synthetic_en_ko"
+
+
+class ConfigError(ValueError):
+    """A mistake in a run's YAML file or command line; the message names the key and says what to fix."""
 
 
 @dataclass
@@ -117,20 +122,20 @@ class TrainingArguments(Seq2SeqTrainingArguments):
 
     def __post_init__(self):
         if self.output_dir is None:
-            raise ValueError("`output_dir` is required: set it in the YAML file or pass `--output_dir DIR`.")
+            raise ConfigError("`output_dir` is required: set it in the YAML file or pass `--output_dir DIR`.")
         if (self.bf16 or self.bf16_full_eval) and not self.use_cpu and not torch.accelerator.is_available():
             # No accelerator: bf16 means autocast on the CPU (fast where it has AMX or AVX512-BF16), which
             # transformers only allows with use_cpu.
             self.use_cpu = True
         super().__post_init__()
         if self.max_train_minutes is not None and self.max_train_minutes <= 0:
-            raise ValueError(f"`max_train_minutes` must be positive, got {self.max_train_minutes}.")
+            raise ConfigError(f"`max_train_minutes` must be positive, got {self.max_train_minutes}.")
         if self.average_last_checkpoints is not None:
             self._check_averaging(self.average_last_checkpoints)
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            raise ValueError(f"`early_stopping_patience` must be at least 1, got {self.early_stopping_patience}.")
+            raise ConfigError(f"`early_stopping_patience` must be at least 1, got {self.early_stopping_patience}.")
         if self.early_stopping_patience is not None and not self.load_best_model_at_end:
-            raise ValueError(
+            raise ConfigError(
                 "`early_stopping_patience` compares evaluations by `metric_for_best_model` and keeps the best model: "
                 "set `load_best_model_at_end` (with `eval_strategy` and `save_strategy` alike)."
             )
@@ -138,19 +143,19 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     def _check_averaging(self, k: int) -> None:
         """Averaging needs K checkpoints on disk at the end, and one final model."""
         if k < 2:
-            raise ValueError(f"`average_last_checkpoints` must be at least 2 (checkpoints to average), got {k}.")
+            raise ConfigError(f"`average_last_checkpoints` must be at least 2 (checkpoints to average), got {k}.")
         if self.save_strategy == "no":
-            raise ValueError(
+            raise ConfigError(
                 "`average_last_checkpoints` averages saved checkpoints, but `save_strategy` is 'no': set it to "
                 "'steps' (with `save_steps`) or 'epoch'."
             )
         if self.save_total_limit is not None and self.save_total_limit < k:
-            raise ValueError(
+            raise ConfigError(
                 f"`average_last_checkpoints` {k} needs the last {k} checkpoints, but `save_total_limit` "
                 f"{self.save_total_limit} keeps fewer: raise it to at least {k}."
             )
         if self.load_best_model_at_end:
-            raise ValueError(
+            raise ConfigError(
                 "`average_last_checkpoints` and `load_best_model_at_end` each choose the final model: use one."
             )
 
@@ -182,15 +187,29 @@ def resolve_config_file(name: str) -> Path:
     shipped = shipped_configs()
     if path.stem in shipped and path.suffix in ("", ".yaml", ".yml"):
         return shipped[path.stem]
-    raise FileNotFoundError(f"Config file {name} does not exist; shipped configs: {', '.join(sorted(shipped))}.")
+    raise ConfigError(f"Config file {name} does not exist; shipped configs: {', '.join(sorted(shipped))}.")
 
 
 def parse_args(argv: list[str], default_config: str | None = DEFAULT_CONFIG) -> RunConfig:
     """`[config] [--field value ...] [--model.field value ...]`: YAML values are defaults, flags override them.
 
     Without a config file the embedded default runs, unless `--task` names the task: then every field comes from
-    the command line (the default config belongs to the translation task).
+    the command line (the default config belongs to the translation task). `-h` / `--help` prints every field of
+    the chosen task (training arguments included) and its model fields, then exits.
+
+    Raises:
+        ConfigError: a config file that is missing or not YAML, an unknown key, a value the fields or the model
+            config refuse (`--model.cell_type lstmm`), or rules across training arguments, before any data is read.
     """
+    try:
+        return _parse_args(argv, default_config)
+    except ConfigError:
+        raise
+    except (ValueError, StrictDataclassError) as error:  # the dataclasses' and the model config's own checks
+        raise ConfigError(str(error)) from error
+
+
+def _parse_args(argv: list[str], default_config: str | None) -> RunConfig:
     config_file = None
     if argv and not argv[0].startswith("-"):
         config_file, argv = resolve_config_file(argv[0]), argv[1:]
@@ -199,7 +218,7 @@ def parse_args(argv: list[str], default_config: str | None = DEFAULT_CONFIG) -> 
     values = _read_yaml(config_file) if config_file else {}
     model_values = values.pop("model", None) or {}
     if not isinstance(model_values, dict):
-        raise ValueError(f"`model:` in {config_file} must be a mapping of config fields, got {model_values!r}.")
+        raise ConfigError(f"`model:` in {config_file} must be a mapping of config fields, got {model_values!r}.")
     argv, model_flags = _split_model_flags(argv)
     task = get_task(_flag_value(argv, "--task") or values.get("task", RunArguments.task))
 
@@ -207,14 +226,21 @@ def parse_args(argv: list[str], default_config: str | None = DEFAULT_CONFIG) -> 
     known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
     _refuse_unknown(set(values), known, task, f"in {config_file}")
     _refuse_unknown(
-        {flag[2:].split("=")[0] for flag in argv if flag.startswith("--")}, known, task, "on the command line"
+        {flag[2:].split("=")[0] for flag in argv if flag.startswith("--")},
+        known | {"help"},
+        task,
+        "on the command line",
     )
+    model = _check_model_fields({**model_values, **model_flags}, task)
     if "report_to" not in values:
         values["report_to"] = "tensorboard" if importlib.util.find_spec("tensorboard") else "none"
-    parser = HfArgumentParser(dataclass_types)
+    parser = HfArgumentParser(
+        dataclass_types,
+        description=f"Task {task.name}" + (f", defaults from {config_file}." if config_file else "."),
+        epilog=_model_fields_help(task, model_values),
+    )
     parser.set_defaults(**values)
     args, data_args, task_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    model = _check_model_fields({**model_values, **model_flags}, task)
     task_instance = task(args, data_args, task_args, training_args, model)
     return RunConfig(task_instance, args, data_args, task_args, training_args, model, config_file)
 
@@ -223,9 +249,9 @@ def _read_yaml(path: Path) -> dict:
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not valid YAML: {error}") from None
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path} must be a mapping of field: value, got {type(values).__name__}.")
+        raise ConfigError(f"{path} must be a mapping of field: value, got {type(values).__name__}.")
     return values
 
 
@@ -239,7 +265,7 @@ def _split_model_flags(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
             name, sep, value = flag[len("--model.") :].partition("=")
             if not sep:
                 if index + 1 >= len(argv):
-                    raise ValueError(f"{flag} needs a value.")
+                    raise ConfigError(f"{flag} needs a value.")
                 index += 1
                 value = argv[index]
             model[name] = yaml.safe_load(value)
@@ -269,24 +295,48 @@ def _refuse_unknown(names: set[str], known: set[str], task: type[Task], where: s
         else name
         for name in unknown
     ]
-    raise ValueError(f"Unknown key(s) {where}: {', '.join(hints)}.")
+    raise ConfigError(f"Unknown key(s) {where}: {', '.join(hints)}.")
+
+
+def _model_fields_help(task: type[Task], config_values: dict[str, Any]) -> str:
+    """The `--model.field` part of `--help`: the config class's own fields with the values this run starts from."""
+    defaults = task.config_class()
+    fields = [
+        f"{name}={config_values.get(name, getattr(defaults, name))!r}"
+        for name in vars(task.config_class).get("__annotations__", {})
+        if name not in task.derived_config_fields
+    ]
+    return f"Model fields ({task.config_class.__name__}), set with --model.field value: {', '.join(fields)}."
 
 
 def _check_model_fields(values: dict[str, Any], task: type[Task]) -> dict[str, Any]:
-    """Model overrides must be fields of the task's config class that the task does not set itself."""
+    """Model overrides must be fields of the task's config class that the task does not set itself, with values
+    the config class accepts (checked now, not after the tokenizer has been trained)."""
     # `num_labels` is no dataclass field: PreTrainedConfig takes it as an argument and keeps it as id2label's size.
     config_fields = {f.name for f in dataclasses.fields(task.config_class)} | {"num_labels"}
     for name in values:
         if name in task.derived_config_fields:
-            raise ValueError(f"`model.{name}` is set by the {task.name} task from the data/tokenizer; remove it.")
+            raise ConfigError(f"`model.{name}` is set by the {task.name} task from the data/tokenizer; remove it.")
         if name not in config_fields:
             own = [
                 n for n in vars(task.config_class).get("__annotations__", {}) if n not in task.derived_config_fields
             ]
-            raise ValueError(
+            raise ConfigError(
                 f"`model.{name}` is not a field of {task.config_class.__name__}; its fields: {', '.join(own)}."
             )
+    try:
+        task.config_class(**values)
+    except (ValueError, StrictDataclassError) as error:
+        raise ConfigError(f"`model:` {' '.join(str(error).split())}") from error
     return values
 
 
-__all__ = ["DEFAULT_CONFIG", "DataArguments", "RunArguments", "RunConfig", "TrainingArguments", "parse_args"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ConfigError",
+    "DataArguments",
+    "RunArguments",
+    "RunConfig",
+    "TrainingArguments",
+    "parse_args",
+]
