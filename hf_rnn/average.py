@@ -34,6 +34,7 @@ from transformers import AutoConfig, AutoProcessor, AutoTokenizer, PreTrainedCon
 import hf_rnn
 
 from .cards.model_card import averaged_model_card
+from .cli import load_error_reason
 from .compatibility import architecture_difference, has_tokenizer, tokenizer_difference
 from .training.checkpoints import CHECKPOINT_PATTERN, checkpoint_problem, checkpoint_step
 from .training.run_record import RECORD_FILE
@@ -183,8 +184,7 @@ def _load(loader, folder: Path, what: str):
     try:
         return loader.from_pretrained(folder)
     except (OSError, ValueError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise AveragingError(f"Cannot load the {what} of {folder}: {first_line}") from error
+        raise AveragingError(f"Cannot load the {what} of {folder}: {load_error_reason(folder, error)}") from error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForSeq2SeqLM, GenerationConfig
 
+from .cli import first_line, load_error_reason
 from .onnx_translator import SETTINGS
 from .translator.generation_lstm_seq2seq import MAX_NEW_TOKENS_OFFSET, MAX_NEW_TOKENS_RATIO, chosen_length_limits
 from .translator.modeling_lstm_seq2seq import (
@@ -250,9 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+    except (OSError, ValueError) as error:
+        print(f"{PROG}: error: cannot load {args.model}: {load_error_reason(args.model, error)}", file=sys.stderr)
+        return 1
+    try:
         folder = export_translator(model, args.output, verbose=args.verbose)
     except (OSError, ValueError, ExportError) as error:
-        print(f"{PROG}: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"{PROG}: error: {first_line(error)}", file=sys.stderr)
         return 1
     model_folder = Path(args.model)
     for name in TOKENIZER_FILES:

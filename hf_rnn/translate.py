@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+from .cli import first_line, load_error_reason, path_problem
 from .ensemble import Seq2SeqEnsemble
 from .heatmap import attention_heatmap
 from .hypotheses import has_attention, hypothesis_lines
@@ -155,7 +156,9 @@ def load_translator(args: argparse.Namespace) -> TranslationPipeline:
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, trust_remote_code=args.trust_remote_code)
     except (OSError, ValueError) as error:
-        raise CLIError(f"cannot load the tokenizer of {tokenizer_name}: {_first_line(error)}") from error
+        raise CLIError(
+            f"cannot load the tokenizer of {tokenizer_name}: {load_error_reason(tokenizer_name, error)}"
+        ) from error
     precision = {"dtype": getattr(torch, args.dtype)} if args.dtype else {}
     try:
         if len(args.model) == 1:
@@ -165,7 +168,8 @@ def load_translator(args: argparse.Namespace) -> TranslationPipeline:
         else:
             model = Seq2SeqEnsemble.from_pretrained(args.model, trust_remote_code=args.trust_remote_code, **precision)
     except (OSError, ValueError) as error:
-        raise CLIError(f"cannot load the model {', '.join(args.model)}: {_first_line(error)}") from error
+        reason = next(filter(None, map(path_problem, args.model)), None) or first_line(error)
+        raise CLIError(f"cannot load the model {', '.join(args.model)}: {reason}") from error
     if args.quantize:
         for member in model.members if isinstance(model, Seq2SeqEnsemble) else [model]:
             if not hasattr(member, "quantize_int8"):
@@ -173,7 +177,7 @@ def load_translator(args: argparse.Namespace) -> TranslationPipeline:
             try:
                 member.quantize_int8()
             except ImportError as error:
-                raise CLIError(f"--quantize int8: {_first_line(error)}") from error
+                raise CLIError(f"--quantize int8: {first_line(error)}") from error
     return TranslationPipeline(model=model.eval(), tokenizer=tokenizer, device=args.device)
 
 
@@ -253,10 +257,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupt(signum: int, frame) -> None:
     raise Interrupted(signum)
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 if __name__ == "__main__":

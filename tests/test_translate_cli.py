@@ -22,9 +22,13 @@ from hf_rnn import (
     LSTMCaptionerProcessor,
     LSTMSeq2SeqForConditionalGeneration,
     TranslationPipeline,
+    average,
     build_keyword_tokenizer,
+    export,
 )
 from hf_rnn.data.landscapes import KEYWORDS, render_landscape
+from hf_rnn.training.arguments import ConfigError
+from hf_rnn.training.arguments import parse_args as train_args
 from hf_rnn.translate import CLIError, load_translator, parse_args, translate_in_batches
 
 # Lines that only look like line breaks to str.splitlines, blank lines, spaces, a last line without its newline.
@@ -305,3 +309,26 @@ print(captioner({str(tmp_path / "scene.png")!r}))
         result = run_python(code, tmp_path, options=("-W", "default"))
         assert result.returncode == 0, result.stderr[-3000:]
         assert our_warnings(result.stderr) == []
+
+
+@pytest.mark.parametrize("written", ["missing", "file"])
+def test_a_model_path_naming_nothing_or_a_file_is_said_so_by_every_tool(tmp_path, capsys, written):
+    """Each tool used to pass huggingface_hub's "Repo id must use alphanumeric chars" through for these."""
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    name = tmp_path / ("missing" if written == "missing" else "model.safetensors")
+    reason = (
+        f"there is no folder {name} (a Hub model id is written `owner/name`)"
+        if written == "missing"
+        else f"{name} is a file; give the folder that holds it (config.json and the weights)"
+    )
+    sentence_tokenizer().save_pretrained(tmp_path / "tokenizer")
+    with pytest.raises(CLIError, match=re.escape(reason)):
+        load_translator(parse_args(["--model", str(name), "--tokenizer", str(tmp_path / "tokenizer"), "Hi."]))
+    with pytest.raises(CLIError, match=re.escape(reason)):
+        load_translator(parse_args(["--model", str(name), "Hi."]))
+    assert average.main(["--checkpoints", str(name), str(name), "--output", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.strip().endswith(reason)
+    assert export.main(["--model", str(name), "--output", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.strip().endswith(reason)
+    with pytest.raises(ConfigError, match=re.escape(f"`model_name_or_path`: {reason}")):
+        train_args(["--model_name_or_path", str(name), "--output_dir", str(tmp_path / "out")])

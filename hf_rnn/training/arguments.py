@@ -25,6 +25,7 @@ import yaml
 from huggingface_hub.errors import StrictDataclassError
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
+from ..cli import path_problem
 from ..tasks import TASKS, get_task
 from ..tasks.base import Task
 
@@ -241,6 +242,10 @@ def _parse_args(argv: list[str], default_config: str | None) -> RunConfig:
     )
     parser.set_defaults(**values)
     args, data_args, task_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    for key in ("model_name_or_path", "tokenizer_name"):
+        problem = path_problem(getattr(args, key)) if getattr(args, key) else None
+        if problem:
+            raise ConfigError(f"`{key}`: {problem}.")
     task_instance = task(args, data_args, task_args, training_args, model)
     return RunConfig(task_instance, args, data_args, task_args, training_args, model, config_file)
 
