@@ -1,6 +1,7 @@
 """Export a translator to ONNX: the encoder and one decoder step, the recurrent state as plain tensors.
 
     python -m hf_rnn.export --model outputs/multi30k-en-de --output exported/
+    python -m hf_rnn.export --model outputs/multi30k-en-de --output exported-int8/ --quantize int8
     python -c "from hf_rnn.onnx_translator import OnnxTranslator; ..."      # decode with onnxruntime
 
 Writes to the output folder:
@@ -159,14 +160,23 @@ def decoding_settings(model: LSTMSeq2SeqForConditionalGeneration) -> dict:
     }
 
 
-def export_translator(model: LSTMSeq2SeqForConditionalGeneration, output: str | Path, verbose: bool = False) -> Path:
+def export_translator(
+    model: LSTMSeq2SeqForConditionalGeneration, output: str | Path, verbose: bool = False, quantize: str | None = None
+) -> Path:
     """Write `encoder.onnx`, `decoder_step.onnx` and `onnx_decoding.json` for `model` into `output` (see the module
     docstring). Returns the folder.
 
+    quantize="int8": onnxruntime's dynamic quantization of both graphs (`onnxruntime.quantization.quantize_dynamic`:
+    int8 weights, activations quantized per call, integer matrix products that use AVX512-VNNI where the CPU has
+    it). Outputs are close to the float graphs', not equal: measure BLEU (benchmarks/decode.py --onnx DIR).
+
     Raises:
-        ExportError: a quantized or non-translator model, or generation settings the ONNX loop cannot replicate.
+        ExportError: a quantized or non-translator model, generation settings the ONNX loop cannot replicate, or
+            an unknown `quantize`.
     """
-    settings = decoding_settings(model)
+    if quantize not in (None, "int8"):
+        raise ExportError(f"quantize must be None or 'int8', got {quantize!r}")
+    settings = {**decoding_settings(model), "quantization": quantize}
     source = model
     if any(type(p.data) is not torch.Tensor for p in source.parameters()):
         raise ExportError("the model is quantized: export the model as loaded, before quantize_int8()")
@@ -236,10 +246,29 @@ def export_translator(model: LSTMSeq2SeqForConditionalGeneration, output: str | 
                 external_data=False,
             )
             exporter_log.setLevel(level)
+        if quantize == "int8":
+            quantize_graph_int8(output / file, verbose)
     (output / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
     source.config.save_pretrained(output)
     source.generation_config.save_pretrained(output)
     return output
+
+
+def quantize_graph_int8(path: Path, verbose: bool = False) -> None:
+    """Replace the float graph at `path` by onnxruntime's dynamically quantized one (int8 weights, per tensor)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    staged = path.with_suffix(".int8.onnx")
+    # It logs through the root logger about tensors it leaves in float (e.g. boolean masks) and suggests a
+    # pre-processing step meant for static quantization: shown with --verbose only.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.NOTSET if verbose else logging.ERROR)
+    try:
+        quantize_dynamic(path, staged, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    staged.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="Saved translator folder or Hub id.")
     parser.add_argument("--output", required=True, help="Folder to write the ONNX files into.")
     parser.add_argument("--trust-remote-code", action="store_true", help="Needed only for models not made by hf_rnn.")
+    parser.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="Quantize both graphs with onnxruntime (int8 weights, dynamic activations): smaller and faster, "
+        "close to the float model's output; check BLEU with benchmarks/decode.py --onnx.",
+    )
     parser.add_argument("--verbose", action="store_true", help="Show the exporter's progress.")
     args = parser.parse_args(argv)
     try:
@@ -255,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: cannot load {args.model}: {load_error_reason(args.model, error)}", file=sys.stderr)
         return 1
     try:
-        folder = export_translator(model, args.output, verbose=args.verbose)
+        folder = export_translator(model, args.output, verbose=args.verbose, quantize=args.quantize)
     except (OSError, ValueError, ExportError) as error:
         print(f"{PROG}: error: {first_line(error)}", file=sys.stderr)
         return 1

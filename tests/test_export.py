@@ -15,7 +15,7 @@ pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxscript, o
 pytest.importorskip("onnxscript", reason="the export extra (onnx, onnxscript, onnxruntime) is not installed")
 
 from hf_rnn.export import ExportError, export_translator
-from hf_rnn.onnx_translator import NEVER, OnnxTranslator, top_k_stable
+from hf_rnn.onnx_translator import NEVER, OnnxTranslator, Rows, top_k_stable
 
 pytestmark = pytest.mark.slow  # an export takes seconds
 
@@ -163,3 +163,31 @@ def test_top_k_equals_the_first_columns_of_a_stable_sort_ties_included():
         for k in (1, 10, 499, 500, 600):
             expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
             np.testing.assert_array_equal(top_k_stable(scores, k), expected)
+
+
+@pytest.mark.parametrize("architecture", [ARCHITECTURES[0], ARCHITECTURES[3]], ids=["lstm-general-if", "gru-none"])
+def test_int8_export_runs_integer_products_and_keeps_the_teacher_forced_logits_close(tmp_path, architecture):
+    """Per step, over 6 given target tokens: the float graphs equal the model's logits, the int8 graphs stay
+    within a few per cent of them (relative L2 error), and the decoding loop runs over the int8 graphs."""
+    onnx = pytest.importorskip("onnx")
+    model = tiny_model(seed=3, **architecture)
+    ids, mask = random_batch([6, 2, 9, 4], model.config.vocab_size, seed=0)
+    targets = torch.randint(3, model.config.decoder_vocab_size or model.config.vocab_size, (4, 6))
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask, decoder_input_ids=targets).logits.numpy()
+
+    def relative_error(folder):
+        translator = OnnxTranslator(folder)
+        memory, *state = translator.encoder.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+        rows = Rows(memory, mask.numpy(), dict(zip(translator.state_names, state)))
+        logits = np.stack([translator._step(rows, targets[:, t].numpy()) for t in range(targets.shape[1])], axis=1)
+        return np.linalg.norm(logits - expected) / np.linalg.norm(expected), translator
+
+    float_error, _ = relative_error(export_translator(model, tmp_path / "float"))
+    int8_error, translator = relative_error(export_translator(model, tmp_path / "int8", quantize="int8"))
+    assert float_error < 1e-5 and 1e-4 < int8_error < 0.05, (float_error, int8_error)
+    ops = {node.op_type for node in onnx.load(tmp_path / "int8" / "decoder_step.onnx").graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul"}, ops
+    assert json.loads((tmp_path / "int8" / "onnx_decoding.json").read_text())["quantization"] == "int8"
+    output = translator.generate(ids.numpy(), mask.numpy(), num_beams=3, max_new_tokens=5)
+    assert output.shape[0] == 4 and (output[:, 0] == model.config.decoder_start_token_id).all()
