@@ -32,8 +32,9 @@ Stages (each writes its raw results to OUT/<stage>.json, so any stage can be rer
 - decode: test2016 greedy and beam 5 with the quality-stage models (--decode-models throughput:
   the short same-shape runs' models), --reps fresh processes each, tools interleaved; decode
   loop and whole-process seconds (medians), peak RSS (GNU time, max), BLEU the peer way
-  (`-tok none` on the lowercased tokenised reference) and chrF. --hf-bf16-decode adds hf-rnn
-  with bfloat16 weights as a separate row.
+  (`-tok none` on the lowercased tokenised reference) and chrF. --hf-decode-modes adds hf-rnn
+  rows in its fast CPU modes (bf16 weights; onnxruntime, float and int8, from `python -m hf_rnn.export`),
+  interleaved with the others.
 - quality: --quality-minutes of training per tool. hf-rnn runs its own recipe (--hf-config; on the
   peers' word-level data, or with --hf-quality-data raw on the raw text with its own tokenizer)
   with --max_train_minutes and no mid-run evaluation or checkpoints;
@@ -73,6 +74,15 @@ NAMES = {
     "hf-if-on": "hf-rnn IF on",
     "hf-if-off": "hf-rnn IF off",
     "hf-bf16": "hf-rnn, bf16 weights",
+    "hf-onnx": "hf-rnn, onnxruntime",
+    "hf-onnx-int8": "hf-rnn, onnxruntime int8",
+}
+# hf-rnn's reduced-precision and exported decoding modes (rows beside fp32): decode.py's flags for each; the ONNX
+# folders are exported from the decode stage's model (`python -m hf_rnn.export`, with `--quantize int8`).
+HF_DECODE_MODES = {
+    "bf16": ["--dtype", "bfloat16"],
+    "onnx": ["--onnx", "{export}"],
+    "onnx-int8": ["--onnx", "{export}-int8"],
 }
 BATCH = 64  # sentences per training batch: the peer recipes' shape (and configs/multi30k_en_de.yaml's)
 BEAMS = (1, 5)
@@ -238,6 +248,8 @@ def stage_prep(args: argparse.Namespace) -> None:
     record = stage_record(args, args.out / "prep.json")
     env = {"PEERS_DIR": str(args.peers_dir)}
     for tool, package in (("onmt", "onmt"), ("joey", "joeynmt")):
+        if tool not in args.tools:
+            continue
         venv = args.peers_dir / tool
         if (venv / "bin" / "python").exists() and any(venv.glob(f"lib/python*/site-packages/{package}")):
             say(f"prep: {NAMES[tool]} venv present ({args.peers_dir / tool})")
@@ -269,11 +281,13 @@ def install_hf(args: argparse.Namespace) -> None:
     if (venv / "bin" / "python").exists() and any(venv.glob("lib/python*/site-packages/__editable__*hf_rnn*")):
         say(f"prep: hf-rnn venv present ({venv})")
         return
-    say(f"prep: installing hf-rnn into {venv} (pip install torch==2.13.0, then -e {REPO}; minutes)")
+    say(f"prep: installing hf-rnn into {venv} (pip install torch==2.13.0, then -e {REPO}[export]; minutes)")
     log = args.peers_dir / "install.hf.log"
     run([sys.executable, "-m", "venv", "--clear", venv], log)
     run([venv / "bin" / "pip", "install", "--quiet", "torch==2.13.0"], log)
-    run([venv / "bin" / "pip", "install", "--quiet", "-e", REPO], log)
+    # The export extra (onnx, onnxscript, onnxruntime) is for the ONNX decoding rows; transformers does not import
+    # it, so the other rows' memory is unchanged. The int8 extra (torchao) is left out: transformers imports it.
+    run([venv / "bin" / "pip", "install", "--quiet", "-e", f"{REPO}[export]"], log)
 
 
 def hf_python(args: argparse.Namespace) -> Path:
@@ -638,8 +652,9 @@ def hf_test_set(args: argparse.Namespace, data: str) -> list[str]:
     ]
 
 
-def hf_decode_once(args: argparse.Namespace, model: Path, data: str, keep: Path, dtype: str = "float32") -> dict:
-    """decode.py --single per beam size under GNU time: one fresh process each, as the peers' translate commands.
+def hf_decode_once(args: argparse.Namespace, model: Path, data: str, keep: Path, mode: list[str]) -> dict:
+    """decode.py --single per beam size under GNU time: one fresh process each, as the peers' translate commands;
+    `mode`: decode.py's flags for a fast CPU mode (HF_DECODE_MODES), empty for fp32.
 
     --no-score: the peers' translate processes do not score either (and sacrebleu would add to the peak RSS).
     """
@@ -657,8 +672,7 @@ def hf_decode_once(args: argparse.Namespace, model: Path, data: str, keep: Path,
                 model,
                 *hf_test_set(args, data),
                 "--no-score",
-                "--dtype",
-                dtype,
+                *mode,
                 "--batch-size",
                 str(args.hf_decode_batch_size if beam > 1 else args.hf_greedy_batch_size),
                 "--single",
@@ -725,9 +739,22 @@ def stage_decode(args: argparse.Namespace) -> None:
     counts = record.get("model_steps") if isinstance(record.get("model_steps"), dict) else {}
     record["model_steps"] = {**counts, **{tool: entry["steps"] for tool, entry in models.items()}}
     order = [t for t in ("onmt", "hf", "joey") if t in args.tools]
-    if "hf" in order and args.hf_bf16_decode:  # reported apart: not the arithmetic the peers do
-        order.insert(order.index("hf") + 1, "hf-bf16")
-        models["hf-bf16"] = models["hf"]
+    flags = {tool: [] for tool in order}
+    if "hf" in order and args.hf_decode_modes:  # reported apart: not the arithmetic the peers do
+        export = args.runs_dir / "decode" / "export"
+        for mode, quantize, folder in (
+            ("onnx", [], export),
+            ("onnx-int8", ["--quantize", "int8"], Path(f"{export}-int8")),
+        ):
+            if mode in args.hf_decode_modes:
+                say(f"decode: exporting hf-rnn's model to {folder} {' '.join(quantize)}")
+                shutil.rmtree(folder, ignore_errors=True)
+                command = [hf_python(args), "-m", "hf_rnn.export", "--model", models["hf"]["run_dir"]]
+                run([*command, "--output", folder, *quantize], args.runs_dir / "decode" / f"{folder.name}.log")
+        for position, mode in enumerate(args.hf_decode_modes, start=order.index("hf") + 1):
+            order.insert(position, f"hf-{mode}")
+            models[f"hf-{mode}"] = models["hf"]
+            flags[f"hf-{mode}"] = [flag.format(export=export) for flag in HF_DECODE_MODES[mode]]
     runs = {tool: [] for tool in order}
     for rep in range(1, args.reps + 1):
         for tool in order:
@@ -736,8 +763,7 @@ def stage_decode(args: argparse.Namespace) -> None:
             say(f"decode rep {rep}/{args.reps}: {NAMES[tool]} greedy + beam 5 (load {load_average()})")
             run_dir = Path(models[tool]["run_dir"])
             if tool.startswith("hf"):
-                dtype = "bfloat16" if tool == "hf-bf16" else "float32"
-                rows = hf_decode_once(args, run_dir, models[tool]["data"], keep, dtype)
+                rows = hf_decode_once(args, run_dir, models[tool]["data"], keep, flags[tool])
             else:
                 rows = peer_decode_once(args, tool, run_dir, models[tool]["steps"], keep)
             runs[tool].append(rows)
@@ -1067,7 +1093,7 @@ def report_decode(data: dict) -> list[str]:
             return r["sentences"] * r["hyp_tokens"] / r["loop_s"] if r.get("hyp_tokens") else None
 
         best_rate = max((token_rate(p) or 0 for p in peers), default=None) or None
-        for tool in ("onmt", "joey", "hf", "hf-bf16"):
+        for tool in ("onmt", "joey", "hf", *(f"hf-{mode}" for mode in HF_DECODE_MODES)):
             if tool not in results:
                 continue
             r = results[tool][beam]
@@ -1261,9 +1287,12 @@ def parse_args() -> argparse.Namespace:
         help="hf-rnn's equal-time training data: the peers' lowercased words, or the raw cased text",
     )
     parser.add_argument(
-        "--hf-bf16-decode",
-        action="store_true",
-        help="decode also with hf-rnn's weights in bfloat16 (a separate row: not the peers' arithmetic)",
+        "--hf-decode-modes",
+        nargs="*",
+        choices=list(HF_DECODE_MODES),
+        default=list(HF_DECODE_MODES),
+        help="hf-rnn's fast CPU decoding modes, each a row beside fp32 (not the peers' arithmetic): bf16 weights, "
+        "onnxruntime, onnxruntime int8; none: fp32 only",
     )
     parser.add_argument(
         "--decode-models",
