@@ -5,6 +5,10 @@
     python benchmarks/decode.py --model DIR --source-file test.tok.en --reference-file test.tok.de --keep-unk
     python benchmarks/decode.py --model DIR --dtype bfloat16        # or --quantize int8, or --onnx EXPORTED_DIR
 
+With --onnx the decoding process imports neither torch nor transformers: the exported folder's tokenizer.json is
+read with `tokenizers` and `hf_rnn/onnx_translator.py` (numpy, onnxruntime) is loaded on its own, so its time and
+peak RSS are those of serving with onnxruntime.
+
 The second form reads plain text, one sentence per line, already tokenised the way the model
 was trained (e.g. the peer recipes' lowercased word-level files); BLEU is then computed on the
 hypotheses exactly as produced, with `tokenize="none"`, as the peers' `sacrebleu -tok none` does.
@@ -20,6 +24,7 @@ the peer recipes compute it (lowercased, `\\w+|[^\\w\\s]` tokens, `-tok none`).
 """
 
 import argparse
+import importlib.util
 import json
 import re
 import resource
@@ -38,48 +43,94 @@ def peer_tokenise(text: str) -> str:
     return " ".join(PEER_TOKENS.findall(text.strip().lower()))
 
 
+class TorchTranslator:
+    """`model.generate()` on a saved folder (fp32, bf16 or int8), with its transformers tokenizer."""
+
+    def __init__(self, args: argparse.Namespace):
+        import torch
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        import hf_rnn  # noqa: F401  (registers the model classes)
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(args.model)
+        self.pad_token_id = self.tokenizer.pad_token_id
+        self.model = AutoModelForSeq2SeqLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).eval()
+        if args.quantize == "int8":
+            self.model.quantize_int8()
+
+    def length(self, text: str) -> int:
+        return len(self.tokenizer.tokenize(text))
+
+    def translate(self, texts: list[str], keep_unk: bool, settings: dict) -> tuple[list[str], list[list[int]]]:
+        inputs = self.tokenizer(texts, return_tensors="pt", padding=True)
+        with self.torch.inference_mode():
+            output = self.model.generate(**inputs, **settings)
+        return detokenise(self.tokenizer, output, keep_unk), output.tolist()
+
+
+class OnnxRuntimeTranslator:
+    """`OnnxTranslator` over an exported folder, with its `tokenizers` tokenizer: numpy and onnxruntime only, so
+    the process's memory is what serving with onnxruntime takes (torch and transformers are never imported)."""
+
+    def __init__(self, args: argparse.Namespace):
+        from tokenizers import Tokenizer
+
+        # The module file alone: `import hf_rnn.onnx_translator` would run hf_rnn/__init__.py, which imports
+        # transformers and torch.
+        spec = importlib.util.spec_from_file_location("onnx_translator", REPO / "hf_rnn" / "onnx_translator.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        OnnxTranslator = module.OnnxTranslator
+
+        folder = Path(args.onnx)
+        self.translator = OnnxTranslator(folder, threads=args.threads)
+        # transformers' fast tokenizers encode without the file's truncation or padding unless asked to.
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        special = json.loads((folder / "tokenizer_config.json").read_text())
+        self.pad_token_id = self.tokenizer.token_to_id(special["pad_token"])
+        self.dropped = {self.tokenizer.token_to_id(special[name]) for name in ("pad_token", "bos_token", "eos_token")}
+
+    def length(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def translate(self, texts: list[str], keep_unk: bool, settings: dict) -> tuple[list[str], list[list[int]]]:
+        import numpy as np
+
+        encodings = [encoding.ids for encoding in self.tokenizer.encode_batch(texts)]
+        input_ids = np.full((len(texts), max(map(len, encodings))), self.pad_token_id, dtype=np.int64)
+        for row, ids in enumerate(encodings):
+            input_ids[row, : len(ids)] = ids
+        attention_mask = (np.arange(input_ids.shape[1]) < np.array([[len(ids)] for ids in encodings])).astype(np.int64)
+        output = self.translator.generate(input_ids, attention_mask, **settings).tolist()
+        if keep_unk:
+            kept = [[i for i in row if i not in self.dropped] for row in output]
+            return self.tokenizer.decode_batch(kept, skip_special_tokens=False), output
+        return self.tokenizer.decode_batch(output, skip_special_tokens=True), output
+
+
 def run_one(args: argparse.Namespace) -> dict:
     """Child process: decode the whole test set once with one beam size and report the figures as JSON."""
-    import torch
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    import hf_rnn  # noqa: F401  (registers the model classes)
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     sources, references = read_test_set(args)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    translator = OnnxRuntimeTranslator(args) if args.onnx else TorchTranslator(args)
+    # max_length counts the start token; it is also the limit the saved generation config uses.
     settings = {"num_beams": args.single, "max_length": args.max_new_tokens + 1, "length_penalty": args.length_penalty}
     if args.early_stopping is not None:
         settings["early_stopping"] = args.early_stopping
-    if args.onnx:
-        from hf_rnn.onnx_translator import OnnxTranslator
-
-        translator = OnnxTranslator(args.onnx, threads=args.threads)
-
-        def generate(inputs):
-            arrays = {name: tensor.numpy() for name, tensor in inputs.items()}
-            return translator.generate(arrays["input_ids"], arrays["attention_mask"], **settings)
-    else:
-        model = AutoModelForSeq2SeqLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).eval()
-        if args.quantize == "int8":
-            model.quantize_int8()
-
-        def generate(inputs):
-            return model.generate(**inputs, **settings)
 
     started = time.perf_counter()
-    order = sorted(range(len(sources)), key=lambda i: len(tokenizer.tokenize(sources[i])))
+    order = sorted(range(len(sources)), key=lambda i: translator.length(sources[i]))
     hypotheses: list[str] = [""] * len(sources)
     token_ids: list[list[int]] = [[]] * len(sources)
-    with torch.inference_mode():
-        for start in range(0, len(order), args.batch_size):
-            batch = order[start : start + args.batch_size]
-            inputs = tokenizer([sources[i] for i in batch], return_tensors="pt", padding=True)
-            # max_length counts the start token; it is also the limit the saved generation config uses.
-            output = generate(inputs)
-            for index, text, ids in zip(batch, detokenise(tokenizer, output, args.keep_unk), output.tolist()):
-                hypotheses[index], token_ids[index] = text, ids
+    for start in range(0, len(order), args.batch_size):
+        batch = order[start : start + args.batch_size]
+        texts, ids = translator.translate([sources[i] for i in batch], args.keep_unk, settings)
+        for index, text, row in zip(batch, texts, ids):
+            hypotheses[index], token_ids[index] = text, row
     loop_seconds = time.perf_counter() - started
 
     if args.hypotheses_dir:
@@ -87,7 +138,7 @@ def run_one(args: argparse.Namespace) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"beam{args.single}.hyp").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
         # The ids as generated, padding removed: equal files mean equal tokens, whatever the backend.
-        pad = tokenizer.pad_token_id
+        pad = translator.pad_token_id
         lines = (" ".join(str(i) for i in ids if i != pad) + "\n" for ids in token_ids)
         (folder / f"beam{args.single}.ids").write_text("".join(lines), encoding="utf-8")
     figures = {"beams": args.single, "sentences": len(sources), "loop_seconds": loop_seconds}
