@@ -494,6 +494,10 @@ def hf_train_command(args: argparse.Namespace, run_dir: Path, extra: list[str]) 
         *extra,
         "--output_dir",
         run_dir,
+        # The folder already holds this script's logs of the run (train.out, train.time), which train.py would
+        # otherwise refuse as files no hf-rnn run recorded; it is made fresh for every run.
+        "--overwrite_output_dir",
+        "true",
         "--disable_tqdm",
         "true",
         *shlex.split(args.hf_train_args),
