@@ -9,7 +9,17 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import FIXTURES, random_batch, tiny_model
+from helpers import (
+    FIXTURES,
+    REPO_ROOT,
+    SENTENCES,
+    TRANSLATIONS,
+    random_batch,
+    run_python,
+    sentence_tokenizer,
+    tiny_model,
+    untrained_translator,
+)
 
 pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxscript, onnxruntime) is not installed")
 pytest.importorskip("onnxscript", reason="the export extra (onnx, onnxscript, onnxruntime) is not installed")
@@ -191,3 +201,38 @@ def test_int8_export_runs_integer_products_and_keeps_the_teacher_forced_logits_c
     assert json.loads((tmp_path / "int8" / "onnx_decoding.json").read_text())["quantization"] == "int8"
     output = translator.generate(ids.numpy(), mask.numpy(), num_beams=3, max_new_tokens=5)
     assert output.shape[0] == 4 and (output[:, 0] == model.config.decoder_start_token_id).all()
+
+
+@pytest.mark.parametrize("keep_unk", [False, True], ids=["text", "keep-unk"])
+def test_the_decode_benchmark_over_onnxruntime_writes_what_the_torch_path_writes_without_importing_torch(
+    tmp_path, keep_unk
+):
+    """benchmarks/decode.py --onnx tokenises and detokenises with `tokenizers` alone (to measure serving without
+    torch); its hypotheses and ids must equal the transformers path's, and torch must stay unimported."""
+    tokenizer = sentence_tokenizer()
+    model = untrained_translator(tokenizer)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    export_translator(model, tmp_path / "onnx")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "onnx" / name).write_bytes((tmp_path / "model" / name).read_bytes())
+    test_file = tmp_path / "test.jsonl"
+    pairs = [{"translation": {"en": s, "ko": t}} for s, t in zip(SENTENCES * 3, TRANSLATIONS * 3)]
+    test_file.write_text("".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs), encoding="utf-8")
+    common = ["--model", str(tmp_path / "model"), "--test-file", str(test_file), "--target-lang", "ko"]
+    common += ["--max-new-tokens", "8", "--batch-size", "5", "--single", "3", "--no-score"]
+    common += ["--keep-unk"] if keep_unk else []
+    for backend, extra in (("torch", []), ("onnx", ["--onnx", str(tmp_path / "onnx")])):
+        argv = ["decode.py", *common, *extra, "--hypotheses-dir", str(tmp_path / backend)]
+        code = (
+            f"import runpy, sys; sys.argv = {argv!r}\n"
+            f"runpy.run_path({str(REPO_ROOT / 'benchmarks' / 'decode.py')!r}, run_name='__main__')\n"
+            "print('torch imported:', 'torch' in sys.modules)"
+        )
+        result = run_python(code, tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.strip().endswith(f"torch imported: {backend == 'torch'}")
+    for suffix in ("hyp", "ids"):
+        torch_lines = (tmp_path / "torch" / f"beam3.{suffix}").read_text(encoding="utf-8")
+        assert (tmp_path / "onnx" / f"beam3.{suffix}").read_text(encoding="utf-8") == torch_lines
+        assert len(torch_lines.splitlines()) == len(pairs)
