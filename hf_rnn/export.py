@@ -13,6 +13,8 @@ Writes to the output folder:
   and the state after the token, named new_hidden, new_cell, new_input_feed (attention_keys do not change).
 - `onnx_decoding.json`: the generation settings and the state's names, read by `OnnxTranslator`;
   config.json and generation_config.json; the tokenizer when the model folder has one.
+- `onnx_translator.py`: `OnnxTranslator` itself (numpy and onnxruntime only), for machines without torch:
+  `sys.path.insert(0, "exported/"); from onnx_translator import OnnxTranslator`.
 
 Batch size and source length are dynamic. The graphs come from `torch.onnx.export(..., dynamo=True)`;
 the recurrent layers are exported as explicit projections (`LSTMSeq2SeqUnrolledRNN`, whose time loop
@@ -249,6 +251,9 @@ def export_translator(
         if quantize == "int8":
             quantize_graph_int8(output / file, verbose)
     (output / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
+    # The decoding loop travels with the graphs, as remote code does with a model folder: it needs only numpy and
+    # onnxruntime, so a machine without torch or hf_rnn imports it from the folder.
+    shutil.copy(Path(__file__).with_name("onnx_translator.py"), output / "onnx_translator.py")
     source.config.save_pretrained(output)
     source.generation_config.save_pretrained(output)
     return output

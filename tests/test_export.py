@@ -214,6 +214,8 @@ def test_the_decode_benchmark_over_onnxruntime_writes_what_the_torch_path_writes
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     export_translator(model, tmp_path / "onnx")
+    module_file = REPO_ROOT / "hf_rnn" / "onnx_translator.py"
+    assert (tmp_path / "onnx" / "onnx_translator.py").read_text() == module_file.read_text()
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (tmp_path / "onnx" / name).write_bytes((tmp_path / "model" / name).read_bytes())
     test_file = tmp_path / "test.jsonl"
