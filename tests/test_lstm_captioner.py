@@ -303,6 +303,12 @@ def test_errors_name_the_problem():
         model(pixel_values=pixels(1), decoder_input_ids=torch.tensor([[1, 21]]))
     with pytest.raises(ValueError, match="`labels` contains token id -5"):
         model(pixel_values=pixels(1), labels=torch.tensor([[4, -5]]))
+    with pytest.raises(ValueError, match="`labels` has 1 rows but the batch has 2"):
+        model(pixel_values=pixels(2), labels=torch.tensor([[4, 5]]))
+    with pytest.raises(ValueError, match="`decoder_input_ids` has 2 rows but the batch has 1"):
+        model(pixel_values=pixels(1), decoder_input_ids=torch.tensor([[1], [1]]))
+    with pytest.raises(ValueError, match="`labels` must be a tensor of integer token ids, got dtype torch.float32"):
+        model(pixel_values=pixels(1), labels=torch.tensor([[4.0, 5.0]]))
 
 
 @pytest.mark.parametrize("new_size", [27, 15], ids=["grow", "shrink"])

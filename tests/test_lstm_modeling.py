@@ -566,6 +566,8 @@ def test_save_load_round_trip_writes_code_and_auto_map(tmp_path, model_class):
         (lambda m: m(input_ids=torch.tensor([[3, 4, 5]]), attention_mask=torch.tensor([[1, 0, 1]])), "between"),
         (lambda m: m(input_ids=torch.tensor([[3, 4]]), attention_mask=torch.tensor([[1, 1, 1]])), "attention_mask"),
         (lambda m: m(input_ids=torch.tensor([3, 4])), "batch, seq_len"),
+        (lambda m: m(input_ids=torch.tensor([[3.0, 4.0]])), "`input_ids` must be a tensor of integer token ids, got "),
+        (lambda m: m(input_ids=torch.tensor([[True, False]])), "integer token ids, got dtype torch.bool"),
         (lambda m: m(input_ids=torch.tensor([[3], [4]]), labels=torch.tensor([0, 2])), "num_labels=2"),
         (lambda m: m(input_ids=torch.tensor([[3], [4]]), labels=torch.tensor([0.0, 1.0])), "integer class ids"),
     ],
@@ -593,6 +595,12 @@ def test_bad_language_model_input_gets_a_named_error():
         model(input_ids=ids, labels=torch.tensor([[3, 99], [5, 6]]))
     with pytest.raises(ValueError, match="`shift_labels` contains token id 17"):
         model(input_ids=ids, shift_labels=torch.tensor([[3, 17], [5, 6]]))
+    with pytest.raises(ValueError, match="`labels` has 1 rows but the batch has 2"):
+        model(input_ids=ids, labels=ids[:1])
+    with pytest.raises(ValueError, match=r"`shift_labels` must have shape \(batch, length\), got \(4,\)"):
+        model(input_ids=ids, shift_labels=ids.flatten())
+    with pytest.raises(ValueError, match="`labels` must be a tensor of integer token ids, got dtype torch.float32"):
+        model(input_ids=ids, labels=ids.float())
     cache = model(input_ids=ids).cache
     with pytest.raises(ValueError, match="holds the state of 2 rows"):
         model(input_ids=ids[:1], cache=cache)

@@ -467,6 +467,29 @@ def test_out_of_range_token_ids_give_a_clear_error(field, make):
         model(**make(source, mask))
 
 
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda s, m: dict(input_ids=s, labels=s[:1] % 5), "`labels` has 1 rows but the batch has 2"),
+        (lambda s, m: dict(input_ids=s, decoder_input_ids=s[:1] % 5), "`decoder_input_ids` has 1 rows but the batch"),
+        (lambda s, m: dict(input_ids=s, labels=(s % 5).float()), "`labels` must be a tensor of integer token ids"),
+        (lambda s, m: dict(input_ids=s.float(), labels=s % 5), "`input_ids` must be a tensor of integer token ids"),
+        (
+            lambda s, m: dict(input_ids=s[0], labels=s % 5),
+            r"`input_ids` must have shape \(batch, length\), got \(3,\)",
+        ),
+        (lambda s, m: dict(input_ids=s, labels=(s % 5).flatten()), r"`labels` must have shape \(batch, length\)"),
+        (lambda s, m: dict(input_ids=s, attention_mask=m[:, :2], labels=s % 5), "`attention_mask` has shape"),
+    ],
+)
+def test_inputs_of_the_wrong_kind_shape_or_batch_are_named_before_torch_sees_them(make, message):
+    """These used to fail inside torch (a concatenation or an embedding) with a shape or dtype message."""
+    model = tiny_model()
+    source, mask = random_batch([3, 2], model.config.vocab_size)
+    with pytest.raises(ValueError, match=message):
+        model(**make(source, mask))
+
+
 def test_left_padding_and_empty_rows_are_rejected():
     model = tiny_model()
     source = torch.tensor([[0, 5, 6], [4, 5, 6]])

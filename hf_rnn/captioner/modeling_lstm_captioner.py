@@ -56,10 +56,26 @@ def count_cut(sequences: torch.Tensor, max_length: int, eos_token_id: int | list
 
 
 # Copied from hf_rnn.translator.modeling_lstm_seq2seq.check_token_ids
-def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False) -> None:
-    """Raise a readable error instead of torch's opaque 'index out of range' inside an embedding."""
+def check_token_ids(
+    name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False, batch_size: int | None = None
+) -> None:
+    """Raise a readable error naming `name` instead of torch's opaque ones inside an embedding or a loss: `ids`
+    must be integer token ids of shape (batch, length), with `batch_size` rows when given, inside the vocabulary
+    (or -100 with `allow_ignore`)."""
     if torch.compiler.is_exporting():  # a graph cannot raise; the exported model's caller checks its inputs
         return
+    if (
+        not isinstance(ids, torch.Tensor)
+        or ids.dtype.is_floating_point
+        or ids.dtype.is_complex
+        or ids.dtype == torch.bool
+    ):
+        kind = f"dtype {ids.dtype}" if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(f"`{name}` must be a tensor of integer token ids, got {kind}.")
+    if ids.dim() != 2:
+        raise ValueError(f"`{name}` must have shape (batch, length), got {tuple(ids.shape)}.")
+    if batch_size is not None and ids.shape[0] != batch_size:
+        raise ValueError(f"`{name}` has {ids.shape[0]} rows but the batch has {batch_size}.")
     valid = (ids >= 0) & (ids < vocab_size)
     if allow_ignore:
         valid |= ids == -100
@@ -281,7 +297,7 @@ class LSTMCaptionerDecoder(nn.Module):
         """input_ids (B, T) keyword ids read after the state in `cache` (from the image when None), memory (B, N, H)
         -> LSTM outputs (B, T, H) after dropout, the state after the last token, attention weights (B, T, N) and
         embeddings (B, T, E)."""
-        check_token_ids("decoder_input_ids", input_ids, self.config.vocab_size)
+        check_token_ids("decoder_input_ids", input_ids, self.config.vocab_size, batch_size=memory.shape[0])
         if cache is None:
             cache = self.init_cache(memory)
         embeddings = self.embed_tokens(input_ids)  # (B, T, E)
@@ -573,7 +589,14 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None:
-            check_token_ids("labels", labels, self.config.vocab_size, allow_ignore=True)
+            images = (
+                pixel_values
+                if pixel_values is not None
+                else (encoder_outputs[0] if encoder_outputs is not None else None)
+            )
+            # The images' own checks name images of the wrong shape.
+            batch_size = images.shape[0] if isinstance(images, torch.Tensor) and images.dim() >= 3 else None
+            check_token_ids("labels", labels, self.config.vocab_size, allow_ignore=True, batch_size=batch_size)
             use_cache = False
             if decoder_input_ids is None:
                 decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)

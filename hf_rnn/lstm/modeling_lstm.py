@@ -31,10 +31,26 @@ RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 # Copied from hf_rnn.translator.modeling_lstm_seq2seq.check_token_ids
-def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False) -> None:
-    """Raise a readable error instead of torch's opaque 'index out of range' inside an embedding."""
+def check_token_ids(
+    name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False, batch_size: int | None = None
+) -> None:
+    """Raise a readable error naming `name` instead of torch's opaque ones inside an embedding or a loss: `ids`
+    must be integer token ids of shape (batch, length), with `batch_size` rows when given, inside the vocabulary
+    (or -100 with `allow_ignore`)."""
     if torch.compiler.is_exporting():  # a graph cannot raise; the exported model's caller checks its inputs
         return
+    if (
+        not isinstance(ids, torch.Tensor)
+        or ids.dtype.is_floating_point
+        or ids.dtype.is_complex
+        or ids.dtype == torch.bool
+    ):
+        kind = f"dtype {ids.dtype}" if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(f"`{name}` must be a tensor of integer token ids, got {kind}.")
+    if ids.dim() != 2:
+        raise ValueError(f"`{name}` must have shape (batch, length), got {tuple(ids.shape)}.")
+    if batch_size is not None and ids.shape[0] != batch_size:
+        raise ValueError(f"`{name}` has {ids.shape[0]} rows but the batch has {batch_size}.")
     valid = (ids >= 0) & (ids < vocab_size)
     if allow_ignore:
         valid |= ids == -100
@@ -514,7 +530,11 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
         shift_labels = kwargs.get("shift_labels")
         for name, targets in (("labels", labels), ("shift_labels", shift_labels)):
             if targets is not None:
-                check_token_ids(name, targets, self.config.vocab_size, allow_ignore=True)
+                # `input_ids` of the wrong shape are named by the model's own check.
+                batch_size = (
+                    input_ids.shape[0] if isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2 else None
+                )
+                check_token_ids(name, targets, self.config.vocab_size, allow_ignore=True, batch_size=batch_size)
         outputs = self.model(
             input_ids,
             attention_mask=attention_mask,

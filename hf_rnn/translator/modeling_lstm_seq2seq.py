@@ -31,10 +31,26 @@ from .pipeline_translation import CUSTOM_PIPELINES
 RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
-def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False) -> None:
-    """Raise a readable error instead of torch's opaque 'index out of range' inside an embedding."""
+def check_token_ids(
+    name: str, ids: torch.Tensor, vocab_size: int, allow_ignore: bool = False, batch_size: int | None = None
+) -> None:
+    """Raise a readable error naming `name` instead of torch's opaque ones inside an embedding or a loss: `ids`
+    must be integer token ids of shape (batch, length), with `batch_size` rows when given, inside the vocabulary
+    (or -100 with `allow_ignore`)."""
     if torch.compiler.is_exporting():  # a graph cannot raise; the exported model's caller checks its inputs
         return
+    if (
+        not isinstance(ids, torch.Tensor)
+        or ids.dtype.is_floating_point
+        or ids.dtype.is_complex
+        or ids.dtype == torch.bool
+    ):
+        kind = f"dtype {ids.dtype}" if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(f"`{name}` must be a tensor of integer token ids, got {kind}.")
+    if ids.dim() != 2:
+        raise ValueError(f"`{name}` must have shape (batch, length), got {tuple(ids.shape)}.")
+    if batch_size is not None and ids.shape[0] != batch_size:
+        raise ValueError(f"`{name}` has {ids.shape[0]} rows but the batch has {batch_size}.")
     valid = (ids >= 0) & (ids < vocab_size)
     if allow_ignore:
         valid |= ids == -100
@@ -367,6 +383,9 @@ class LSTMSeq2SeqEncoder(nn.Module):
         check_token_ids("input_ids", input_ids, self.config.vocab_size)
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
+        elif attention_mask.shape != input_ids.shape:
+            shapes = f"{tuple(attention_mask.shape)} but `input_ids` has {tuple(input_ids.shape)}"
+            raise ValueError(f"`attention_mask` has shape {shapes}.")
         lengths = lengths_from_mask(attention_mask)  # (B,)
 
         embeddings = self.embedding_dropout(self.embed_tokens(input_ids))  # (B, S, E)
@@ -450,10 +469,10 @@ class LSTMSeq2SeqDecoder(nn.Module):
         """input_ids (B, T) target ids, read after the state in `cache` (from the encoder when None) ->
         attentional vectors (B, T, H), the state after the last token, attention weights (B, T, S) or None,
         embeddings (B, T, E) and RNN outputs (B, T, H)."""
-        check_token_ids("decoder_input_ids", input_ids, self.config.decoder_vocab_size)
+        memory = encoder_outputs.last_hidden_state  # (B, S, H)
+        check_token_ids("decoder_input_ids", input_ids, self.config.decoder_vocab_size, batch_size=memory.shape[0])
         if cache is None:
             cache = self.init_cache(encoder_outputs)
-        memory = encoder_outputs.last_hidden_state  # (B, S, H)
         memory_mask = encoder_attention_mask.bool()  # (B, S)
         embeddings = self.embedding_dropout(self.embed_tokens(input_ids))  # (B, T, E)
 
@@ -819,7 +838,12 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, LSTMSeq2Se
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None:
-            check_token_ids("labels", labels, self.config.decoder_vocab_size, allow_ignore=True)
+            source = (
+                input_ids if input_ids is not None else (encoder_outputs[0] if encoder_outputs is not None else None)
+            )
+            # The source's own checks name a source of the wrong shape.
+            batch_size = source.shape[0] if isinstance(source, torch.Tensor) and source.dim() >= 2 else None
+            check_token_ids("labels", labels, self.config.decoder_vocab_size, allow_ignore=True, batch_size=batch_size)
             use_cache = False
             if decoder_input_ids is None:
                 decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
