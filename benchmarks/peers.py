@@ -1000,14 +1000,15 @@ def versions(args: argparse.Namespace) -> list[str]:
     )
     _, onmt, onmt_torch = installed(args.peers_dir / "onmt" / "bin" / "python", "OpenNMT-py", "torch")
     _, joey, joey_torch = installed(args.peers_dir / "joey" / "bin" / "python", "joeynmt", "torch")
-    return [
-        (
+    lines = {
+        "hf": (
             f"- hf-rnn: commit {commit}{'+dirty' if dirty else ''}, torch {torch}, transformers {transformers}, "
             f"tokenizers {tokenizers}, sacrebleu {sacrebleu}, Python {python} (venv {args.hf_python.parent.parent})"
         ),
-        f"- OpenNMT-py {onmt} (torch {onmt_torch})",
-        f"- JoeyNMT {joey} (torch {joey_torch})",
-    ]
+        "onmt": f"- OpenNMT-py {onmt} (torch {onmt_torch})",
+        "joey": f"- JoeyNMT {joey} (torch {joey_torch})",
+    }
+    return [lines[tool] for tool in TOOLS if tool in args.tools]
 
 
 def recipe(data: dict, joiner: str) -> str:
@@ -1161,8 +1162,9 @@ def stage_report(args: argparse.Namespace) -> None:
     data = {name: read_json(args.out / f"{name}.json") for name in (*STAGES[:-1], *OPTIONAL_STAGES)}
     prep = data["prep"].get("results", {})
     commands = sorted({d["command"] for d in data.values() if d.get("command")})
+    tools = " vs ".join(NAMES[tool] for tool in ("hf", "onmt", "joey") if tool in args.tools)
     lines = [
-        "# hf-rnn vs OpenNMT-py and JoeyNMT on Multi30k en→de (CPU)",
+        f"# {tools} on Multi30k en→de (CPU)",
         "",
         f"Written {datetime.now():%Y-%m-%d %H:%M} by `benchmarks/peers.py`. Machine: {cpu_model()}, "
         f"{os.cpu_count()} logical cores, 2 threads per tool (OMP_NUM_THREADS=2). Load (1, 5, 15 min) before each "
