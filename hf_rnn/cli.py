@@ -1,4 +1,5 @@
-"""What the command-line tools (`hf_rnn.translate`, `hf_rnn.average`, `hf_rnn.export`) say when loading fails."""
+"""What the command-line tools (`train.py`, `hf_rnn.translate`, `hf_rnn.average`, `hf_rnn.export`) say when a model
+or tokenizer reference cannot be loaded."""
 
 from pathlib import Path
 
