@@ -9,7 +9,9 @@ cell type, pooling, characters instead of subwords. Scoring loads every saved me
 (`AutoModelForSequenceClassification`, `AutoTokenizer`), computes its class probabilities on the validation and
 test reviews, and reports each member's accuracy and that of every combination (mean of the probabilities, then
 argmax), with the members' summed training time (train.py's `train_runtime`: the budget an ensemble spends).
-Results: OUT/results.json and a Markdown table on stdout.
+Results: OUT/results.json (every combination, best validation accuracy first) and a Markdown table on stdout (the
+members, all of them together, and the five best combinations by validation accuracy: choose on validation, read
+test).
 """
 
 import argparse
@@ -100,7 +102,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(table, indent=2) + "\n")
     print("| members | summed training s | validation acc. | test acc. |\n|---|---|---|---|")
-    for row in [r for r in table if len(r["members"]) == 1] + table[:10]:
+    singles = [r for r in table if len(r["members"]) == 1]
+    everyone = [r for r in table if len(r["members"]) == len(members) > 1]
+    for row in singles + everyone + [r for r in table if len(r["members"]) > 1][:5]:
         print(
             f"| {' + '.join(row['members'])} | {row['train_seconds']:.0f} | {100 * row['validation']:.2f} % "
             f"| {100 * row['test']:.2f} % |"
