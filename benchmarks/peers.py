@@ -77,12 +77,12 @@ NAMES = {
     "hf-onnx": "hf-rnn, onnxruntime",
     "hf-onnx-int8": "hf-rnn, onnxruntime int8",
 }
-# hf-rnn's reduced-precision and exported decoding modes (rows beside fp32): decode.py's flags for each; the ONNX
-# folders are exported from the decode stage's model (`python -m hf_rnn.export`, with `--quantize int8`).
+# hf-rnn's reduced-precision and exported decoding modes (rows beside fp32): decode.py's flags, or the flags of
+# `python -m hf_rnn.export` for a mode that decodes the decode stage's model exported to ONNX (`--onnx DIR`).
 HF_DECODE_MODES = {
-    "bf16": ["--dtype", "bfloat16"],
-    "onnx": ["--onnx", "{export}"],
-    "onnx-int8": ["--onnx", "{export}-int8"],
+    "bf16": {"decode": ["--dtype", "bfloat16"]},
+    "onnx": {"export": []},
+    "onnx-int8": {"export": ["--quantize", "int8"]},
 }
 BATCH = 64  # sentences per training batch: the peer recipes' shape (and configs/multi30k_en_de.yaml's)
 BEAMS = (1, 5)
@@ -745,20 +745,18 @@ def stage_decode(args: argparse.Namespace) -> None:
     order = [t for t in ("onmt", "hf", "joey") if t in args.tools]
     flags = {tool: [] for tool in order}
     if "hf" in order and args.hf_decode_modes:  # reported apart: not the arithmetic the peers do
-        export = args.runs_dir / "decode" / "export"
-        for mode, quantize, folder in (
-            ("onnx", [], export),
-            ("onnx-int8", ["--quantize", "int8"], Path(f"{export}-int8")),
-        ):
-            if mode in args.hf_decode_modes:
-                say(f"decode: exporting hf-rnn's model to {folder} {' '.join(quantize)}")
-                shutil.rmtree(folder, ignore_errors=True)
-                command = [hf_python(args), "-m", "hf_rnn.export", "--model", models["hf"]["run_dir"]]
-                run([*command, "--output", folder, *quantize], args.runs_dir / "decode" / f"{folder.name}.log")
         for position, mode in enumerate(args.hf_decode_modes, start=order.index("hf") + 1):
             order.insert(position, f"hf-{mode}")
             models[f"hf-{mode}"] = models["hf"]
-            flags[f"hf-{mode}"] = [flag.format(export=export) for flag in HF_DECODE_MODES[mode]]
+            flags[f"hf-{mode}"] = HF_DECODE_MODES[mode].get("decode", [])
+            if "export" in HF_DECODE_MODES[mode]:
+                folder = args.runs_dir / "decode" / f"export-{mode}"
+                export = HF_DECODE_MODES[mode]["export"]
+                say(f"decode: exporting hf-rnn's model to {folder} {' '.join(export)}")
+                shutil.rmtree(folder, ignore_errors=True)
+                command = [hf_python(args), "-m", "hf_rnn.export", "--model", models["hf"]["run_dir"], *export]
+                run([*command, "--output", folder], args.runs_dir / "decode" / f"export-{mode}.log")
+                flags[f"hf-{mode}"] = ["--onnx", folder]
     runs = {tool: [] for tool in order}
     for rep in range(1, args.reps + 1):
         for tool in order:
