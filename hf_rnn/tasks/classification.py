@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
-from torch.utils.data import Sampler, SequentialSampler
+from torch.utils.data import Sampler
 from transformers import (
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
@@ -70,11 +70,6 @@ class ClassificationTrainer(TimeBudgetScheduleMixin, RecurrentSeq2SeqTrainer):
             return EqualLengthSampler([len(ids) for ids in dataset["input_ids"]], self.args.train_batch_size)
         # RecurrentSeq2SeqTrainer's own choice groups by target length; a label is no sequence.
         return Trainer._get_train_sampler(self, train_dataset)
-
-    def _get_eval_sampler(self, eval_dataset):
-        # The metrics score the predictions against the raw rows in file order; transformers would reorder the
-        # evaluation by length under group_by_length.
-        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
 
 class EqualLengthSampler(Sampler[int]):

@@ -15,6 +15,7 @@ from pathlib import Path
 import datasets
 import torch
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
+from torch.utils.data import SequentialSampler
 from transformers import EarlyStoppingCallback, Seq2SeqTrainer, TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_callback import ExportableState
@@ -131,6 +132,12 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
     def train(self, *args, **kwargs):
         self._target_tokens, self._tokens_since = 0, time.perf_counter()
         return super().train(*args, **kwargs)
+
+    def _get_eval_sampler(self, eval_dataset):
+        # Every task scores the predictions against the raw rows in file order (Task.compute_metrics), but
+        # transformers evaluates in a shuffled length-grouped order under `train_sampling_strategy:
+        # group_by_length`, which paired each output with another sentence's reference.
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
     def _get_train_sampler(self, train_dataset=None):
         """`group_by_length` groups by *target* length (the decoder's time loop and the softmax layer run over
