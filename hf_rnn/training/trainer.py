@@ -133,6 +133,23 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
         self._target_tokens, self._tokens_since = 0, time.perf_counter()
         return super().train(*args, **kwargs)
 
+    def get_eval_dataloader(self, eval_dataset=None):
+        """transformers' evaluation loader, never another dataset's: with `dataloader_persistent_workers` it keeps
+        one loader under the name "eval" for whatever dataset it was made for, and gave train.py's test evaluation the
+        validation set's loader (on Multi30k: 1,014 outputs for 1,000 test references). A dataset passed in gets a
+        loader of its own; the cached one stays the validation set's."""
+        if eval_dataset is None or isinstance(eval_dataset, str) or eval_dataset is self.eval_dataset:
+            return super().get_eval_dataloader(eval_dataset)
+        cached = getattr(self, "_eval_dataloaders", {})
+        validation = cached.pop("eval", None)
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            cached = getattr(self, "_eval_dataloaders", {})
+            cached.pop("eval", None)
+            if validation is not None:
+                cached["eval"] = validation
+
     def _get_eval_sampler(self, eval_dataset):
         # Every task scores the predictions against the raw rows in file order (Task.compute_metrics), but
         # transformers evaluates in a shuffled length-grouped order under `train_sampling_strategy:
