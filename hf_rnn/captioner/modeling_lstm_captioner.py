@@ -76,6 +76,8 @@ def check_token_ids(
         raise ValueError(f"`{name}` must have shape (batch, length), got {tuple(ids.shape)}.")
     if batch_size is not None and ids.shape[0] != batch_size:
         raise ValueError(f"`{name}` has {ids.shape[0]} rows but the batch has {batch_size}.")
+    if ids.is_cuda and torch.cuda.is_current_stream_capturing():  # a CUDA graph cannot read values back either
+        return
     valid = (ids >= 0) & (ids < vocab_size)
     if allow_ignore:
         valid |= ids == -100

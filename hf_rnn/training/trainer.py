@@ -111,6 +111,8 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
             self.add_callback(EarlyStoppingCallback(early_stopping_patience=patience))
         self._target_tokens, self._tokens_since = 0, time.perf_counter()
         self._examples_in_step = None
+        if getattr(self.args, "cuda_graphs", False) and hasattr(self.model, "set_cuda_graph_training"):
+            self.model.set_cuda_graph_training(True)
 
     # -- training -------------------------------------------------------------------------------------------------
 

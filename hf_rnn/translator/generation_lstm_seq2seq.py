@@ -47,6 +47,10 @@ NON_RAISING_PROCESSORS = tuple(
     )
     if hasattr(logits_process, name)
 )
+# What generate() hands `prepare_inputs_for_generation` at a step after the first, when the caller added nothing.
+STEP_INPUTS = frozenset(
+    ("cache", "attention_mask", "encoder_outputs", "use_cache", "next_sequence_length", "decoder_attention_mask")
+)
 # Default output limit: ceil(ratio * source tokens) + offset new tokens, as Marian's `--max-length-factor` and
 # fairseq's `--max-len-a/-b` bound decoding. Stored in the generation config under these names.
 MAX_NEW_TOKENS_RATIO, MAX_NEW_TOKENS_OFFSET = 2.0, 10
@@ -191,6 +195,7 @@ class LSTMSeq2SeqGenerationMixin(GenerationMixin):
     mask read from the padding when none is given, and finished sentences taken out of the batch (`LiveRows`)."""
 
     _live_rows: LiveRows | None = None  # set by generate() while it runs, when finished sentences may be dropped
+    _step_graphs = None  # set by generate() while it runs, when its steps replay CUDA graphs (`_step_graphs_for`)
     _max_new_tokens: int | None = None  # set by generate() while it runs, when nobody chose an output limit
     _max_length_chosen: bool = True  # cleared by generate() while it runs, when nobody chose a max_length
     _length_used: tuple[int, int] = (0, 0)  # the last generate()'s max_length and decoder prompt length
@@ -217,15 +222,23 @@ class LSTMSeq2SeqGenerationMixin(GenerationMixin):
         finished hypotheses. Skipped (all rows computed, as stock generate does) for beam
         sampling, whose random draws depend on every row, and when scores, logits,
         attentions or hidden states are returned, since those expose every row's values.
+
+        On a GPU, each step after the first replays a CUDA graph of the decoder step (see the model's
+        `_step_graphs_for`; `cuda_graphs=False` in the call or the generation config turns this off). The batch then
+        keeps its finished rows: computing them costs a graph nothing, while dropping them would change its shape.
         """
         config = copy.deepcopy(generation_config or self.generation_config)
+        if "cuda_graphs" in kwargs:
+            config.cuda_graphs = kwargs.pop("cuda_graphs")
         config.update(**kwargs)
         eos, num_beams = config.eos_token_id, config.num_beams or 1
         returns_per_row_values = config.return_dict_in_generate and (
             config.output_scores or config.output_logits or config.output_attentions or config.output_hidden_states
         )
         speculative = kwargs.get("assistant_model") is not None or config.prompt_lookup_num_tokens is not None
-        if eos is not None and not returns_per_row_values and not speculative:
+        # A returned cache must not be a graph's static state, which the next call's replays rewrite.
+        step_graphs = None if config.return_dict_in_generate or speculative else self._step_graphs_for(config)
+        if eos is not None and not returns_per_row_values and not speculative and step_graphs is None:
             if num_beams == 1:
                 self._live_rows = LiveRows(
                     eos_token_ids=torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos])
@@ -237,10 +250,12 @@ class LSTMSeq2SeqGenerationMixin(GenerationMixin):
         )
         if not self._max_length_chosen and not max_new_tokens_chosen:
             self._max_new_tokens = self._source_scaled_limit(inputs, config, kwargs)
+        self._step_graphs = step_graphs
         try:
             output = super().generate(inputs, generation_config=generation_config, **kwargs)
         finally:
             self._live_rows, self._max_new_tokens, self._max_length_chosen = None, None, True
+            self._step_graphs = None
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
         cut = count_cut(sequences, self._length_used[0], eos)
         if cut and self.cut_sequences is not None:
@@ -253,6 +268,11 @@ class LSTMSeq2SeqGenerationMixin(GenerationMixin):
                 f"the generation config) to allow longer outputs."
             )
         return output
+
+    def _step_graphs_for(self, generation_config: GenerationConfig):
+        """What replays each decoding step after the first (called with `step_graphs(model, decoder_input_ids,
+        encoder_outputs, attention_mask, cache)` by the model's forward), or None for eager steps."""
+        return None
 
     def _source_scaled_limit(self, inputs: torch.Tensor | None, config: GenerationConfig, kwargs: dict) -> int:
         """New tokens allowed for this batch: ratio x the longest source (tokens, `</s>` included) + offset."""
@@ -307,8 +327,19 @@ class LSTMSeq2SeqGenerationMixin(GenerationMixin):
         )
 
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs) -> dict:
-        """transformers' inputs for the next step, narrowed to the rows still decoded (see `LiveRows`)."""
-        inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        """transformers' inputs for the next step, narrowed to the rows still decoded (see `LiveRows`).
+
+        A step after the first needs only the last token, the state and the encoder's memory: those are handed over
+        directly instead of through transformers' general preparation, whose cost is a large part of a step's time
+        once the step itself is a replayed CUDA graph.
+        """
+        if kwargs.get("cache") is not None and kwargs.keys() <= STEP_INPUTS:
+            inputs = {
+                "decoder_input_ids": input_ids[:, -1:],
+                **{name: kwargs.get(name) for name in ("cache", "attention_mask", "encoder_outputs", "use_cache")},
+            }
+        else:
+            inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
         return inputs if self._live_rows is None else self._live_rows.select_inputs(inputs)
 
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs: dict, *args, **kwargs) -> dict:

@@ -14,6 +14,9 @@ dropped, output limits) lives in `generation_lstm_seq2seq.py`. Only sibling impo
 this file travels as Hub remote code.
 """
 
+import contextlib
+import gc
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -23,12 +26,18 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
+from transformers.utils import logging
 
 from .configuration_lstm_seq2seq import LSTMSeq2SeqConfig
 from .generation_lstm_seq2seq import MAX_NEW_TOKENS_OFFSET, MAX_NEW_TOKENS_RATIO, LSTMSeq2SeqGenerationMixin
 from .pipeline_translation import CUSTOM_PIPELINES
 
+logger = logging.get_logger(__name__)
+
 RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+# Each translator's CUDA graphs of its decoding step, kept off the module so copies and state dicts never see them.
+STEP_GRAPHS: "weakref.WeakKeyDictionary[nn.Module, LSTMSeq2SeqStepGraphs]" = weakref.WeakKeyDictionary()
+TRAINING_GRAPHS: "weakref.WeakKeyDictionary[nn.Module, LSTMSeq2SeqTrainingGraphs]" = weakref.WeakKeyDictionary()
 
 
 def check_token_ids(
@@ -51,6 +60,8 @@ def check_token_ids(
         raise ValueError(f"`{name}` must have shape (batch, length), got {tuple(ids.shape)}.")
     if batch_size is not None and ids.shape[0] != batch_size:
         raise ValueError(f"`{name}` has {ids.shape[0]} rows but the batch has {batch_size}.")
+    if ids.is_cuda and torch.cuda.is_current_stream_capturing():  # a CUDA graph cannot read values back either
+        return
     valid = (ids >= 0) & (ids < vocab_size)
     if allow_ignore:
         valid |= ids == -100
@@ -92,6 +103,8 @@ def lengths_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Packed sequences need right padding and no empty rows; say so plainly when that is not the case."""
     lengths = attention_mask.sum(dim=1)
     if torch.compiler.is_exporting():  # a graph cannot raise; the exported model's caller checks its inputs
+        return lengths
+    if attention_mask.is_cuda and torch.cuda.is_current_stream_capturing():  # nor can a CUDA graph read values back
         return lengths
     if bool((lengths == 0).any()):
         row = int((lengths == 0).nonzero()[0, 0])
@@ -142,12 +155,15 @@ class LSTMSeq2SeqCache:
         input_feed: torch.Tensor | None,
         attention_keys: torch.Tensor | None,
         seen_tokens: int = 0,
+        graph_session: int | None = None,
     ):
         self.hidden = hidden  # (num_layers, batch, hidden_size): nn.RNN's native layout
         self.cell = cell  # same, LSTM only
         self.input_feed = input_feed  # (batch, hidden_size), with input feeding
         self.attention_keys = attention_keys  # (batch, src_len, hidden_size), concat attention
         self.seen_tokens = seen_tokens
+        # Which encoder memory a CUDA graph of the decoding step holds for this state (`LSTMSeq2SeqStepGraphs`).
+        self.graph_session = graph_session
 
     def select(self, index: torch.LongTensor) -> "LSTMSeq2SeqCache":
         """The state of rows `index` (batch positions, repeats allowed): beam search's reordering, or dropping rows."""
@@ -161,6 +177,7 @@ class LSTMSeq2SeqCache:
             rows(self.input_feed),
             rows(self.attention_keys),
             self.seen_tokens,
+            self.graph_session,  # a beam's rows read the same source: the graph's memory stays valid
         )
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -169,6 +186,281 @@ class LSTMSeq2SeqCache:
     @property
     def rnn_state(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self.hidden if self.cell is None else (self.hidden, self.cell)
+
+
+def capture_cuda_graph(function, device: torch.device, pool=None) -> tuple["torch.cuda.CUDAGraph", object]:
+    """Capture `function()` (no arguments: it reads and writes static tensors) as a CUDA graph in memory pool `pool`;
+    returns the graph and what the captured call returned, whose tensors each replay rewrites.
+
+    Warmed up twice on a side stream first, as `torch.cuda.graph` asks; captured with `garbage_collection_paused`.
+    """
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            function()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with garbage_collection_paused(), torch.cuda.graph(graph, pool=pool):
+        outputs = function()
+    return graph, outputs
+
+
+@contextlib.contextmanager
+def garbage_collection_paused():
+    """No garbage collection while CUDA graphs are captured, and a cheap one where torch.cuda.graph asks for it.
+
+    Freeing another CUDA graph during a capture (a dropped model's, found by the collector) is an operation a capture
+    forbids; it broke captures in a test session on an H200. torch.cuda.graph collects once before each capture:
+    the objects alive before are frozen (`gc.freeze`), so that collection does not scan the whole heap.
+    """
+    collecting = gc.isenabled()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        if collecting:
+            gc.enable()
+
+
+class LSTMSeq2SeqStepGraphs:
+    """CUDA graphs of one decoding step (decoder step and softmax layer), replayed by `generate()` on a GPU.
+
+    One step of a small recurrent decoder is a few dozen tiny kernels: on a GPU its time goes into launching them
+    (1.8 ms a step for a batch of 128 at the Multi30k shape), not into arithmetic. A captured graph launches them
+    all at once (PyTorch's `torch.cuda.graph`; "CUDA Graphs", NVIDIA CUDA Programming Guide). One graph per
+    (batch, source length, dtype, state layout) is captured on its first use and replayed after; it runs the same
+    kernels on the same shapes as the eager step, so the tokens are those of eager decoding.
+
+    The graph reads the step's token and recurrent state from static tensors and writes the new state back into
+    them, so the state a replay returns is those tensors: a greedy step copies in only its token, a beam search step
+    also the reordered state. That state is valid until the next replay, which is all generate() needs (it reads the
+    logits and the state of a step before the next one); generate() does not use graphs when it returns its cache.
+    The encoder memory is copied in once per generate() call: a state made by a replay carries the graph's
+    `graph_session`, and one without it (a new call, another batch) loads its memory first. Graphs are dropped when
+    the model's parameters move (`to()`, a dtype change), and when more than `max_graphs` have been captured.
+
+    `capture=False` runs the step eagerly on the static tensors instead: the same bookkeeping, on any device (tests).
+    """
+
+    max_graphs = 32
+
+    def __init__(self, capture: bool = True):
+        self.capture = capture
+        self.graphs: dict[tuple, _StepGraph] = {}
+        self.pool = None  # one memory pool shared by the graphs (they never run concurrently)
+        self.parameters_at: tuple[int, ...] | None = None
+        self.sessions = 0
+
+    def check_parameters(self, model: nn.Module) -> None:
+        """Drop the graphs if the model's parameters moved since they were captured (called once per generate())."""
+        parameters_at = tuple(p.data_ptr() for p in model.parameters())
+        if parameters_at != self.parameters_at:
+            self.graphs.clear()
+            self.pool, self.parameters_at = None, parameters_at
+
+    def __call__(
+        self,
+        model: "LSTMSeq2SeqForConditionalGeneration",
+        input_ids: torch.LongTensor,
+        encoder_outputs: LSTMSeq2SeqEncoderOutput,
+        attention_mask: torch.Tensor,
+        cache: LSTMSeq2SeqCache,
+    ) -> tuple[torch.Tensor, LSTMSeq2SeqCache]:
+        """input_ids (B, 1) the next target tokens after `cache` -> logits (B, 1, V) and the state after them."""
+        memory = encoder_outputs.last_hidden_state
+        key = (
+            tuple(memory.shape),
+            tuple(attention_mask.shape),
+            memory.dtype,
+            cache.cell is not None,
+            cache.input_feed is not None,
+            cache.attention_keys is not None,
+        )
+        graph = self.graphs.get(key)
+        if graph is None:
+            if len(self.graphs) >= self.max_graphs:
+                self.graphs.clear()
+                self.pool = None
+            graph = self.graphs[key] = _StepGraph(self, model, input_ids, memory, attention_mask, cache)
+        elif cache.graph_session != graph.session:
+            graph.load_memory(memory, attention_mask, cache.attention_keys)
+        if graph.session is None or cache.graph_session != graph.session:
+            self.sessions += 1
+            graph.session = self.sessions
+        return graph.run(input_ids, cache)
+
+
+class _StepGraph:
+    """The static tensors and the captured graph of `LSTMSeq2SeqStepGraphs` for one key."""
+
+    def __init__(
+        self,
+        owner: LSTMSeq2SeqStepGraphs,
+        model: "LSTMSeq2SeqForConditionalGeneration",
+        input_ids: torch.LongTensor,
+        memory: torch.Tensor,
+        attention_mask: torch.Tensor,
+        cache: LSTMSeq2SeqCache,
+    ):
+        self.session: int | None = None
+        # Static tensors outlive this call: made outside inference mode, so any later call may copy into them.
+        with torch.inference_mode(False), torch.no_grad():
+
+            def static(tensor: torch.Tensor | None) -> torch.Tensor | None:
+                return None if tensor is None else tensor.clone()
+
+            self.input_ids, self.memory, self.mask = static(input_ids), static(memory), static(attention_mask)
+            self.hidden, self.cell, self.feed = static(cache.hidden), static(cache.cell), static(cache.input_feed)
+            self.keys = static(cache.attention_keys)
+            decoder, lm_head = model.model.decoder, model.lm_head
+            # The closure holds the tensors, not `self`: no reference cycle, so a dropped graph is freed at once
+            # instead of by a later garbage collection, which could fall inside another graph's capture.
+            inputs = (self.input_ids, self.memory, self.mask, self.hidden, self.cell, self.feed, self.keys)
+
+            def step() -> torch.Tensor:
+                input_ids, memory, mask, hidden, cell, feed, keys = inputs
+                state = LSTMSeq2SeqCache(hidden, cell, feed, keys)
+                memory = LSTMSeq2SeqEncoderOutput(last_hidden_state=memory)
+                vectors, new_state, *_ = decoder(input_ids, memory, mask, cache=state)
+                for static, new in ((hidden, new_state.hidden), (cell, new_state.cell), (feed, new_state.input_feed)):
+                    if static is not None:
+                        static.copy_(new)
+                return lm_head(vectors)
+
+            self.step, self.graph = step, None
+            if owner.capture:
+                # The warm-up steps advance the static state: the caller's is copied in again before each replay.
+                self.graph, self.logits = capture_cuda_graph(step, memory.device, owner.pool)
+                owner.pool = self.graph.pool()
+
+    def load_memory(self, memory: torch.Tensor, attention_mask: torch.Tensor, keys: torch.Tensor | None) -> None:
+        self.memory.copy_(memory)
+        self.mask.copy_(attention_mask)
+        if keys is not None:
+            self.keys.copy_(keys)
+
+    def run(self, input_ids: torch.LongTensor, cache: LSTMSeq2SeqCache) -> tuple[torch.Tensor, LSTMSeq2SeqCache]:
+        self.input_ids.copy_(input_ids)
+        for static, given in ((self.hidden, cache.hidden), (self.cell, cache.cell), (self.feed, cache.input_feed)):
+            if static is not None and given is not static:  # a greedy step's state already is the static one
+                static.copy_(given)
+        if self.graph is not None:
+            self.graph.replay()
+            logits = self.logits  # rewritten by the next replay: generate() copies a step's logits at once
+        else:
+            logits = self.step()
+        new_cache = LSTMSeq2SeqCache(
+            self.hidden, self.cell, self.feed, cache.attention_keys, cache.seen_tokens + 1, self.session
+        )
+        return logits, new_cache
+
+
+class LSTMSeq2SeqTrainingGraphs:
+    """CUDA graphs of the decoder's teacher-forced pass, forward and backward, for training on a GPU.
+
+    The decoder (bridge, target embeddings, recurrent layers, attention over the source, attentional vectors) is
+    where a training step launches most of its kernels: with input feeding it is a loop over the target, a dozen
+    small kernels per token each way. `torch.cuda.make_graphed_callables` captures its forward and backward passes
+    once per shape and replays them; the encoder (one packed cuDNN call), the softmax layer, the loss and the
+    optimizer stay eager around it, and autograd joins the two.
+
+    Shapes are made static by padding: the target to a multiple of `bucket` tokens with padding tokens, whose outputs
+    are cut off again (a causal decoder's earlier outputs do not depend on them), the source memory with zeros that
+    the attention mask hides. One graph pair per (batch, padded source and target length, dtype, autocast) is
+    captured on first use; after `max_graphs` shapes, further shapes run eagerly. The dropout masks come from the
+    same generator as eager training, but replays draw them in another order, so a graphed run is not the eager
+    run's bit for bit.
+
+    `capture=False` pads the same way and runs the pass eagerly: the bucketing on any device (tests).
+    """
+
+    bucket = 8
+    max_graphs = 64
+
+    def __init__(self, capture: bool = True):
+        self.capture = capture
+        self.passes: dict[tuple, nn.Module] = {}
+        self.parameters_at: tuple[int, ...] | None = None
+
+    def __call__(
+        self,
+        decoder: "LSTMSeq2SeqDecoder",
+        input_ids: torch.LongTensor,
+        encoder_outputs: LSTMSeq2SeqEncoderOutput,
+        attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """input_ids (B, T) decoder inputs, the encoder's outputs and mask (B, S) -> attentional vectors (B, T, H)."""
+        check_token_ids(
+            "decoder_input_ids", input_ids, decoder.config.decoder_vocab_size, batch_size=attention_mask.shape[0]
+        )
+        parameters_at = tuple(p.data_ptr() for p in decoder.parameters())
+        if parameters_at != self.parameters_at:
+            self.passes.clear()
+            self.parameters_at = parameters_at
+        memory, length = encoder_outputs.last_hidden_state, input_ids.shape[1]
+        pad_target = -length % self.bucket
+        pad_source = -memory.shape[1] % self.bucket
+        finals = tuple(
+            state
+            for state in (encoder_outputs.final_hidden_state, encoder_outputs.final_cell_state)
+            if state is not None and decoder.config.decoder_init == "bridge"
+        )
+        arguments = (
+            nn.functional.pad(input_ids, (0, pad_target), value=decoder.config.pad_token_id),
+            nn.functional.pad(attention_mask, (0, pad_source)),
+            nn.functional.pad(memory, (0, 0, 0, pad_source)),
+            *finals,
+        )
+        device = memory.device.type
+        autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        key = (tuple(arguments[0].shape), tuple(arguments[2].shape), memory.dtype, autocast, len(finals))
+        decoder_pass = self.passes.get(key)
+        if decoder_pass is None:
+            decoder_pass = _DecoderPass(decoder)
+            if self.capture and len(self.passes) < self.max_graphs:
+                try:  # replaying under autocast needs autocast's weight cache off (make_graphed_callables)
+                    with torch.autocast(device, dtype=autocast, enabled=autocast is not None, cache_enabled=False):
+                        decoder_pass = _graphed(decoder_pass, arguments)
+                except RuntimeError as error:  # the same computation runs eagerly: slower, never different
+                    logger.warning(f"Training continues without CUDA graphs: capturing the decoder failed ({error}).")
+                    self.capture = False
+                self.passes[key] = decoder_pass
+            elif not self.capture:
+                self.passes[key] = decoder_pass
+        with torch.autocast(device, dtype=autocast, enabled=autocast is not None, cache_enabled=False):
+            vectors = decoder_pass(*arguments)
+        return vectors[:, :length]
+
+
+class _DecoderPass(nn.Module):
+    """The decoder's teacher-forced pass as a function of tensors only, as `make_graphed_callables` takes it."""
+
+    def __init__(self, decoder: "LSTMSeq2SeqDecoder"):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        memory: torch.Tensor,
+        final_hidden_state: torch.Tensor | None = None,
+        final_cell_state: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        encoder_outputs = LSTMSeq2SeqEncoderOutput(
+            last_hidden_state=memory, final_hidden_state=final_hidden_state, final_cell_state=final_cell_state
+        )
+        return self.decoder(input_ids, encoder_outputs, attention_mask)[0]
+
+
+def _graphed(decoder_pass: _DecoderPass, arguments: tuple[torch.Tensor, ...]) -> nn.Module:
+    """`make_graphed_callables` (forward and backward graphs) with `garbage_collection_paused`."""
+    sample = tuple(argument.detach().clone().requires_grad_(argument.requires_grad) for argument in arguments)
+    with garbage_collection_paused():
+        return torch.cuda.make_graphed_callables(decoder_pass, sample, allow_unused_input=True)
 
 
 class LSTMSeq2SeqUnrolledRNN(nn.Module):
@@ -554,6 +846,15 @@ class LSTMSeq2SeqPreTrainedModel(PreTrainedModel):
     # through time needs every step's state, and a fused nn.LSTM call has no layers to checkpoint one at a time.
     supports_gradient_checkpointing = True
     _no_split_modules = ["LSTMSeq2SeqEncoder", "LSTMSeq2SeqDecoder"]
+    cuda_graph_training = False  # see `set_cuda_graph_training`
+
+    def set_cuda_graph_training(self, enable: bool = True) -> None:
+        """Train the decoder through CUDA graphs on a GPU (`LSTMSeq2SeqTrainingGraphs`): the same computation with
+        far fewer kernel launches, which bound a small recurrent model's training speed there. No effect on a CPU,
+        in eval mode, without gradients or with activation checkpointing. train.py turns it on with `cuda_graphs`."""
+        for module in self.modules():
+            if isinstance(module, LSTMSeq2SeqPreTrainedModel):
+                module.cuda_graph_training = enable
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -722,6 +1023,17 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
     def get_encoder(self, modality: str | None = None) -> LSTMSeq2SeqEncoder:
         return self.encoder
 
+    def _training_graphs(self) -> LSTMSeq2SeqTrainingGraphs | None:
+        """The CUDA graphs of the decoder's training pass: with `cuda_graph_training` set, training with gradients
+        on a GPU, without activation checkpointing (which recomputes the attention layer outside any graph)."""
+        if not (self.cuda_graph_training and self.training and torch.is_grad_enabled()):
+            return None
+        if self.encoder.embed_tokens.weight.device.type != "cuda" or self.is_activation_checkpointing:
+            return None
+        if self not in TRAINING_GRAPHS:
+            TRAINING_GRAPHS[self] = LSTMSeq2SeqTrainingGraphs()
+        return TRAINING_GRAPHS[self]
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -768,9 +1080,14 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
         if decoder_input_ids is None:
             raise ValueError("Pass `decoder_input_ids` or `labels` (they are shifted into decoder inputs).")
 
-        vectors, new_cache, attention, embeddings, rnn_outputs = self.decoder(
-            decoder_input_ids, encoder_outputs, attention_mask, cache=cache
-        )
+        training_graphs = self._training_graphs() if cache is None else None
+        if training_graphs is not None and not output_attentions and not output_hidden_states:
+            vectors = training_graphs(self.decoder, decoder_input_ids, encoder_outputs, attention_mask)
+            new_cache, attention, embeddings, rnn_outputs = None, None, None, None
+        else:
+            vectors, new_cache, attention, embeddings, rnn_outputs = self.decoder(
+                decoder_input_ids, encoder_outputs, attention_mask, cache=cache
+            )
         output = Seq2SeqModelOutput(
             last_hidden_state=vectors,
             cache=new_cache if use_cache else None,
@@ -805,6 +1122,16 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, LSTMSeq2Se
     def get_encoder(self, modality: str | None = None) -> LSTMSeq2SeqEncoder:
         return self.model.encoder
 
+    def _step_graphs_for(self, generation_config) -> LSTMSeq2SeqStepGraphs | None:
+        """The CUDA graphs generate() replays for each decoding step after the first: on a GPU, in eval mode, unless
+        the generation config (or the call) sets `cuda_graphs=False`."""
+        if self.device.type != "cuda" or self.training or not getattr(generation_config, "cuda_graphs", True):
+            return None
+        if self not in STEP_GRAPHS:
+            STEP_GRAPHS[self] = LSTMSeq2SeqStepGraphs()
+        STEP_GRAPHS[self].check_parameters(self)
+        return STEP_GRAPHS[self]
+
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
@@ -837,6 +1164,20 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, LSTMSeq2Se
         sum over `num_items_in_batch` when given (see `token_cross_entropy`).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if (
+            self._step_graphs is not None
+            and cache is not None
+            and labels is None
+            and isinstance(encoder_outputs, LSTMSeq2SeqEncoderOutput)
+            and attention_mask is not None
+            and decoder_input_ids is not None
+            and decoder_input_ids.shape[1] == 1
+            and not output_attentions
+            and not output_hidden_states
+        ):  # generate()'s steps after the first, on a GPU: replay the step's graph
+            logits, cache = self._step_graphs(self, decoder_input_ids, encoder_outputs, attention_mask, cache)
+            output = Seq2SeqLMOutput(logits=logits, cache=cache)
+            return output if return_dict else output.to_tuple()
         if labels is not None:
             source = (
                 input_ids if input_ids is not None else (encoder_outputs[0] if encoder_outputs is not None else None)
