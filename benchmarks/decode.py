@@ -60,14 +60,16 @@ class TorchTranslator:
         self.model = AutoModelForSeq2SeqLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).eval()
         if args.quantize == "int8":
             self.model.quantize_int8()
+        self.device = torch.device(args.device)
+        self.model.to(self.device)
 
     def length(self, text: str) -> int:
         return len(self.tokenizer.tokenize(text))
 
     def translate(self, texts: list[str], keep_unk: bool, settings: dict) -> tuple[list[str], list[list[int]]]:
-        inputs = self.tokenizer(texts, return_tensors="pt", padding=True)
+        inputs = self.tokenizer(texts, return_tensors="pt", padding=True).to(self.device)
         with self.torch.inference_mode():
-            output = self.model.generate(**inputs, **settings)
+            output = self.model.generate(**inputs, **settings).cpu()
         return detokenise(self.tokenizer, output, keep_unk), output.tolist()
 
 
@@ -224,6 +226,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="Weights and compute.")
     parser.add_argument("--quantize", choices=["int8"], help="int8 weights and activations (model.quantize_int8()).")
     parser.add_argument("--onnx", metavar="DIR", help="Decode with onnxruntime from `python -m hf_rnn.export` output.")
+    parser.add_argument("--device", default="cpu", help="Where generate() runs: cpu (default), cuda, cuda:1, ...")
     parser.add_argument(
         "--single",
         type=int,
@@ -233,6 +236,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.no_score and args.single is None:
         parser.error("--no-score goes with --single (the table needs the scores)")
+    if args.onnx and args.device != "cpu":
+        parser.error("--onnx decodes on the CPU with onnxruntime; --device is for the torch model")
     if bool(args.source_file) != bool(args.reference_file):
         parser.error("--source-file and --reference-file go together")
     for path in [args.source_file, args.reference_file] if args.source_file else [args.test_file]:

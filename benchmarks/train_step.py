@@ -13,6 +13,9 @@ timed in alternating blocks within one run and the HF/bare ratio is the number t
 
     python benchmarks/train_step.py                      # peer shape, input feeding off and on
     python benchmarks/train_step.py --small              # seconds-long smoke run
+    python benchmarks/train_step.py --device cuda --bf16 # on a GPU, bf16 autocast (weights stay fp32)
+    python benchmarks/train_step.py --device cuda --cuda-graphs   # hf-rnn's decoder through CUDA graphs
+    python benchmarks/train_step.py --device cuda --profile 20   # + the 20 costliest operations of each model
 """
 
 import argparse
@@ -80,6 +83,14 @@ class Batch:
     attention_mask: torch.Tensor  # (B, S)
     labels: torch.Tensor  # (B, T) target + EOS, right-padded with -100
     target_tokens: int  # tokens the loss counts: what "tokens/s" means here
+
+    def to(self, device: torch.device) -> "Batch":
+        return replace(
+            self,
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            labels=self.labels.to(device),
+        )
 
 
 class BareSeq2Seq(nn.Module):
@@ -177,11 +188,13 @@ def check_same_function(hf: LSTMSeq2SeqForConditionalGeneration, bare: BareSeq2S
     """Eval-mode losses within 1e-5 and matching gradients: otherwise the timing would compare different work."""
     hf.eval()
     bare.eval()
-    hf_value, bare_value = hf_loss(hf, batch), bare_loss(bare, batch)
-    difference = abs(hf_value.item() - bare_value.item())
-    assert difference <= 1e-5, f"losses differ by {difference:.2e}: the bare model is not the HF model's function"
-    hf_value.backward()
-    bare_value.backward()
+    # cuDNN's recurrent kernels have no backward pass in eval mode (and use TF32 products): compare without them.
+    with torch.backends.cudnn.flags(enabled=False):
+        hf_value, bare_value = hf_loss(hf, batch), bare_loss(bare, batch)
+        difference = abs(hf_value.item() - bare_value.item())
+        assert difference <= 1e-5, f"losses differ by {difference:.2e}: the bare model is not the HF model's function"
+        hf_value.backward()
+        bare_value.backward()
     bare_parameters = dict(bare.named_parameters())
     for name, parameter in hf.named_parameters():
         prefix = next(p for p in HF_TO_BARE if name.startswith(p))
@@ -228,25 +241,55 @@ def make_batches(shape: Shape, count: int, seed: int = 1234) -> list[Batch]:
     return batches
 
 
-def trainer(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor]) -> Callable[[Batch], None]:
-    """One optimisation step as the peers take it: Adam 1e-3, gradient norm clipped to 5."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+def trainer(
+    model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor], bf16: bool = False
+) -> Callable[[Batch], None]:
+    """One optimisation step as the peers take it: Adam 1e-3, gradient norm clipped to 5; with `bf16`, the forward
+    pass under bf16 autocast (weights, gradients and Adam stay fp32), as `--bf16 true` trains in train.py."""
+    device = next(model.parameters()).device
+    # torch's fused Adam on a GPU: one kernel for every parameter instead of several per tensor.
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type == "cuda")
 
     def step(batch: Batch) -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model, batch).backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(model, batch)
+        loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
 
     return step
 
 
-def tokens_per_second(step: Callable[[Batch], None], batches: list[Batch]) -> float:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work: GPU kernels run after the Python call that launched them returns."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def tokens_per_second(step: Callable[[Batch], None], batches: list[Batch], device: torch.device) -> float:
     """Loss-counted target tokens per wall-clock second: the unit the peer toolkits log (padding excluded)."""
+    synchronize(device)
     start = time.perf_counter()
     for batch in batches:
         step(batch)
+    synchronize(device)
     return sum(b.target_tokens for b in batches) / (time.perf_counter() - start)
+
+
+def profile(step: Callable[[Batch], None], batches: list[Batch], device: torch.device, rows: int) -> str:
+    """torch.profiler's table of the `rows` operations with the most self time over one pass of `batches`."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        for batch in batches:
+            step(batch)
+        synchronize(device)
+    table = profiler.key_averages()
+    # On a GPU both views matter: the kernels' own time, and the host time spent launching them.
+    sorts = ["self_cpu_time_total"] + (["self_cuda_time_total"] if device.type == "cuda" else [])
+    return "\n".join(table.table(sort_by=sort, row_limit=rows) for sort in sorts)
 
 
 @dataclass(frozen=True)
@@ -267,21 +310,29 @@ class Result:
         return [h / b for h, b in zip(self.hf, self.bare)]
 
 
-def measure(shape: Shape, input_feeding: bool, steps: int, rounds: int, warmup: int) -> Result:
-    """Alternate blocks of `steps` steps (HF first on even rounds, bare first on odd ones) over the same batches,
+def measure(shape: Shape, input_feeding: bool, args: argparse.Namespace) -> Result:
+    """Alternate blocks of `args.steps` steps (HF first on even rounds, bare first on odd ones) over the same batches,
     so load changes on the shared machine hit both models alike."""
+    device = torch.device(args.device)
     torch.manual_seed(0)
-    hf = hf_model(shape, input_feeding)
-    bare = bare_copy(hf, shape, input_feeding)
-    batches = make_batches(shape, steps)
+    hf = hf_model(shape, input_feeding).to(device)
+    bare = bare_copy(hf, shape, input_feeding).to(device)
+    batches = [batch.to(device) for batch in make_batches(shape, args.steps)]
     loss_difference = check_same_function(hf, bare, batches[0])
-    runners = {"hf": trainer(hf, hf_loss), "bare": trainer(bare, bare_loss)}
+    hf.set_cuda_graph_training(args.cuda_graphs)
+    runners = {"hf": trainer(hf, hf_loss, args.bf16), "bare": trainer(bare, bare_loss, args.bf16)}
     for step in runners.values():
-        tokens_per_second(step, batches[:warmup])
+        tokens_per_second(step, batches[: args.warmup], device)
+    if args.cuda_graphs:  # capture every batch shape before timing
+        tokens_per_second(runners["hf"], batches, device)
+    if args.profile:
+        for name, step in runners.items():
+            print(f"{name}, input feeding {'on' if input_feeding else 'off'}:")
+            print(profile(step, batches, device, args.profile))
     timings: dict[str, list[float]] = {"hf": [], "bare": []}
-    for round_index in range(rounds):
+    for round_index in range(args.rounds):
         for name in ("hf", "bare") if round_index % 2 == 0 else ("bare", "hf"):
-            timings[name].append(tokens_per_second(runners[name], batches))
+            timings[name].append(tokens_per_second(runners[name], batches, device))
     tokens = sum(b.target_tokens for b in batches)
     return Result(
         input_feeding,
@@ -296,6 +347,9 @@ def measure(shape: Shape, input_feeding: bool, steps: int, rounds: int, warmup: 
 def report(results: list[Result], shape: Shape, args: argparse.Namespace) -> str:
     software = f"torch {torch.__version__}, transformers {transformers.__version__}"
     machine = f"threads {torch.get_num_threads()}, CPU {cpu_model()} ({os.cpu_count()} logical cores)"
+    if args.device.startswith("cuda"):
+        machine = f"GPU {torch.cuda.get_device_name(torch.device(args.device))}, {machine}"
+    precision = ("bf16 autocast" if args.bf16 else "fp32") + (", hf-rnn with CUDA graphs" if args.cuda_graphs else "")
     model = (
         f"vocab {shape.src_vocab}/{shape.tgt_vocab}, emb {shape.embedding}, hidden {shape.hidden}, "
         f"dropout {shape.dropout}, batch {shape.batch_size} sentences"
@@ -306,7 +360,8 @@ def report(results: list[Result], shape: Shape, args: argparse.Namespace) -> str
     )
     lines = [
         f"train_step.py, {date.today().isoformat()}: {software}, {machine}",
-        f"shape: {model}; {args.rounds} rounds x {args.steps} steps per model after {args.warmup} warm-up steps",
+        f"shape: {model}; {precision}; {args.rounds} rounds x {args.steps} steps per model after {args.warmup} "
+        "warm-up steps",
         f"batches: {batches}",
         "",
         "| input feeding | HF tok/s | bare tok/s | HF/bare | HF/bare per round (min-max) | HF sent/s "
@@ -334,7 +389,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own choice)")
     parser.add_argument("--input-feeding", choices=("off", "on", "both"), default="both")
     parser.add_argument("--small", action="store_true", help="tiny model, 2 rounds x 2 steps: a smoke run")
+    parser.add_argument("--device", default="cpu", help="where both models train: cpu (default), cuda, cuda:1, ...")
+    parser.add_argument("--bf16", action="store_true", help="forward pass under bf16 autocast (weights stay fp32)")
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="hf-rnn's decoder through CUDA graphs (set_cuda_graph_training)"
+    )
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="print torch.profiler's N costliest operations per model"
+    )
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA device here")
     for name, full, small in (("steps", 5, 2), ("rounds", 6, 2), ("warmup", 2, 1)):
         if getattr(args, name) is None:
             setattr(args, name, small if args.small else full)
@@ -352,7 +417,7 @@ def main() -> None:
     if args.batch_size:
         shape = replace(shape, batch_size=args.batch_size)
     settings = {"off": [False], "on": [True], "both": [False, True]}[args.input_feeding]
-    results = [measure(shape, feeding, args.steps, args.rounds, args.warmup) for feeding in settings]
+    results = [measure(shape, feeding, args) for feeding in settings]
     print(report(results, shape, args))
 
 
