@@ -388,3 +388,5 @@ def test_each_evaluated_dataset_is_read_with_persistent_workers(tmp_path):
         assert rows(trainer.get_eval_dataloader()) == validation["input_ids"]
         assert rows(trainer.get_eval_dataloader(test)) == test["input_ids"]
         assert rows(trainer.get_eval_dataloader(validation)) == validation["input_ids"]
+    for other in ("text-classification", "causal-lm"):  # the other tasks' trainers read their data the same way
+        assert get_task(other).trainer_class.get_eval_dataloader is type(trainer).get_eval_dataloader
