@@ -206,6 +206,12 @@ def capture_cuda_graph(function, device: torch.device, pool=None) -> tuple["torc
     return graph, outputs
 
 
+def parameter_addresses(module: nn.Module) -> tuple[int, ...]:
+    """Where `module`'s parameters live: a captured graph reads these addresses, so it is stale once they change
+    (`to()`, a dtype change, parameters replaced)."""
+    return tuple(parameter.data_ptr() for parameter in module.parameters())
+
+
 @contextlib.contextmanager
 def garbage_collection_paused():
     """No garbage collection while CUDA graphs are captured, and a cheap one where torch.cuda.graph asks for it.
@@ -256,7 +262,7 @@ class LSTMSeq2SeqStepGraphs:
 
     def check_parameters(self, model: nn.Module) -> None:
         """Drop the graphs if the model's parameters moved since they were captured (called once per generate())."""
-        parameters_at = tuple(p.data_ptr() for p in model.parameters())
+        parameters_at = parameter_addresses(model)
         if parameters_at != self.parameters_at:
             self.graphs.clear()
             self.pool, self.parameters_at = None, parameters_at
@@ -396,7 +402,7 @@ class LSTMSeq2SeqTrainingGraphs:
         check_token_ids(
             "decoder_input_ids", input_ids, decoder.config.decoder_vocab_size, batch_size=attention_mask.shape[0]
         )
-        parameters_at = tuple(p.data_ptr() for p in decoder.parameters())
+        parameters_at = parameter_addresses(decoder)
         if parameters_at != self.parameters_at:
             self.passes.clear()
             self.parameters_at = parameters_at
