@@ -21,14 +21,9 @@ from dataclasses import replace
 import torch
 import transformers
 from machine import cpu_model  # sibling module: scripts here run with benchmarks/ on sys.path
-from train_step import SMALL, Shape, hf_model, make_batches
+from train_step import SMALL, Shape, hf_model, make_batches, synchronize
 
 from hf_rnn import LSTMSeq2SeqForConditionalGeneration
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def decode(model, source: torch.Tensor, mask: torch.Tensor, beams: int, new_tokens: int, graphs: bool):
