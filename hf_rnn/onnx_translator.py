@@ -7,7 +7,9 @@ Gives the tokens `model.generate()` gives for the same batch: the same output li
 config's, else the source-scaled one), and for beams transformers' `_beam_search` step for step
 (top 2·k continuations, finished hypotheses ranked by score / length**length_penalty, its
 `early_stopping` rules). Like the model's generate(), it stops computing the rows of a finished
-sentence; that never changes the output. Only numpy and onnxruntime are imported, so the folder and
+sentence; that never changes the output. Continuations with exactly equal scores are ranked by position
+(beam, then token id); torch.topk, which generate() ranks with, leaves their order unspecified, so only such
+ties can make the two differ. Only numpy and onnxruntime are imported, so the folder and
 this file are all a machine needs to translate.
 """
 
@@ -19,6 +21,11 @@ import numpy as np
 import onnxruntime
 
 SETTINGS = "onnx_decoding.json"  # written by hf_rnn.export beside encoder.onnx and decoder_step.onnx
+# Beam search's candidates per row, also written by hf_rnn.export: logits (rows, V), k (1,) -> the log-probabilities
+# of each row's k best tokens (rows, k), best first, ties to the lower token id, and those tokens. A graph apart from
+# decoder_step.onnx because onnxruntime runs every node of a graph whatever outputs are fetched: greedy decoding
+# would pay for the log-softmax it does not need.
+TOP_K = "log_softmax_top_k.onnx"
 # A finished hypothesis or a dead candidate gets this score added, as transformers does (float32: it swallows any
 # log-probability, so such scores tie).
 NEVER = np.float32(-1.0e9)
@@ -40,6 +47,12 @@ class OnnxTranslator:
         options.log_severity_level = 3  # its warnings about unused initializers concern the exporter, not the user
         self.encoder = onnxruntime.InferenceSession(str(folder / "encoder.onnx"), options)
         self.decoder = onnxruntime.InferenceSession(str(folder / "decoder_step.onnx"), options)
+        if not (folder / TOP_K).exists():
+            raise FileNotFoundError(
+                f"{folder / TOP_K} is missing: the folder was exported by an older hf_rnn; export the model again "
+                "(python -m hf_rnn.export)"
+            )
+        self.top_k = onnxruntime.InferenceSession(str(folder / TOP_K), options)
         self.state_names = self.settings["state"]  # the recurrent state tensors the encoder returns
         # what the decoder step returns besides logits (the attention keys stay as the encoder made them)
         self.step_state_names = [name for name in self.state_names if name != "attention_keys"]
@@ -177,11 +190,15 @@ class OnnxTranslator:
         cur_len = 1
         while True:
             logits = self._step(rows, running[held, :, cur_len - 1].reshape(-1))
-            scores = log_softmax(logits).reshape(len(held), k, -1) + running_scores[held, :, None]
-            vocab = scores.shape[-1]
-            scores = scores.reshape(len(held), -1)
-            top = top_k_stable(scores, keep)  # (held, keep)
-            top_scores = np.take_along_axis(scores, top, axis=1)
+            vocab = logits.shape[-1]
+            row_scores, row_tokens = self.top_k.run(None, {"logits": logits, "k": np.array([min(keep, vocab)])})
+            # The best `keep` of a sentence's k × vocab continuations are among its rows' best `keep` each; ranked
+            # by score, then by position in the k × vocab scores, as a stable sort of all of them ranks them.
+            scores = (row_scores.reshape(len(held), k, -1) + running_scores[held, :, None]).reshape(len(held), -1)
+            positions = (np.arange(k)[:, None] * vocab + row_tokens.reshape(len(held), k, -1)).reshape(len(held), -1)
+            order = np.lexsort((positions, -scores), axis=1)[:, :keep]
+            top = np.take_along_axis(positions, order, axis=1)  # (held, keep)
+            top_scores = np.take_along_axis(scores, order, axis=1)
             source_beam, tokens = top // vocab, top % vocab
             candidates = np.take_along_axis(running[held], source_beam[:, :, None], axis=1)
             candidates[:, :, cur_len] = tokens
@@ -263,29 +280,6 @@ class Rows:
     def repeat(self, times: int) -> None:
         """Each row `times` times in a row (beams), as generate() expands the encoder outputs."""
         self._apply(np.repeat(np.arange(len(self.mask)), times), with_memory=True)
-
-
-def top_k_stable(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores of each row, best first, ties in index order: the first k columns of a stable
-    argsort of -scores, without sorting the whole row (beam search ranks num_beams × vocabulary candidates a step)."""
-    if k >= scores.shape[1]:
-        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    # argpartition picks arbitrarily among scores tied with the k-th: a row with more such ties than it kept is
-    # ranked by the full stable sort, so the lowest indices win as they do there.
-    threshold = top_scores.min(axis=1, keepdims=True)
-    tied = (scores == threshold).sum(axis=1) > (top_scores == threshold).sum(axis=1)
-    order = np.lexsort((top, -top_scores), axis=1)  # by score, then by index
-    top = np.take_along_axis(top, order, axis=1)
-    if tied.any():
-        top[tied] = np.argsort(-scores[tied], axis=1, kind="stable")[:, :k]
-    return top
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 __all__ = ["OnnxTranslator"]

@@ -25,7 +25,7 @@ pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxscript, o
 pytest.importorskip("onnxscript", reason="the export extra (onnx, onnxscript, onnxruntime) is not installed")
 
 from hf_rnn.export import ExportError, export_translator
-from hf_rnn.onnx_translator import NEVER, OnnxTranslator, Rows, top_k_stable
+from hf_rnn.onnx_translator import TOP_K, OnnxTranslator, Rows
 
 pytestmark = pytest.mark.slow  # an export takes seconds
 
@@ -160,19 +160,27 @@ def test_bad_input_is_named_before_onnxruntime_sees_it(tmp_path):
         translator.generate(np.array([[5, 6]]), num_beams=2, num_return_sequences=3)
 
 
-def test_top_k_equals_the_first_columns_of_a_stable_sort_ties_included():
-    """Beam search's candidate ranking: the same indices in the same order as a stable argsort, also where ties
-    straddle the k-th place (few distinct values) and for rows of dead candidates (NEVER)."""
+def test_the_top_k_graph_ranks_as_a_stable_sort_of_the_log_probabilities_ties_included(tmp_path):
+    """log_softmax_top_k.onnx: the indices of a stable argsort of torch's log-softmax, in order, where ties straddle
+    the k-th place (few distinct values) and where k is the whole row; the values equal torch's."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    export_translator(tiny_model(seed=1), tmp_path)
+    session = onnxruntime.InferenceSession(str(tmp_path / TOP_K))
     rng = np.random.default_rng(0)
-    rows = [
-        rng.standard_normal((6, 500)).astype(np.float32),
-        rng.integers(0, 4, (6, 500)).astype(np.float32),  # ties everywhere
-        np.full((2, 500), NEVER, dtype=np.float32),
-    ]
-    for scores in rows:
-        for k in (1, 10, 499, 500, 600):
-            expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-            np.testing.assert_array_equal(top_k_stable(scores, k), expected)
+    for logits in (rng.standard_normal((6, 500)), rng.integers(0, 4, (6, 500))):
+        logits = logits.astype(np.float32)
+        log_probs = torch.log_softmax(torch.from_numpy(logits), dim=-1).numpy()
+        for k in (1, 10, 499, 500):
+            values, tokens = session.run(None, {"logits": logits, "k": np.array([k])})
+            np.testing.assert_array_equal(tokens, np.argsort(-log_probs, axis=1, kind="stable")[:, :k])
+            np.testing.assert_allclose(values, np.take_along_axis(log_probs, tokens, axis=1), rtol=0, atol=1e-6)
+
+
+def test_a_folder_exported_before_the_top_k_graph_is_named(tmp_path):
+    export_translator(tiny_model(seed=1), tmp_path)
+    (tmp_path / TOP_K).unlink()
+    with pytest.raises(FileNotFoundError, match="export the model again"):
+        OnnxTranslator(tmp_path)
 
 
 @pytest.mark.parametrize("architecture", [ARCHITECTURES[0], ARCHITECTURES[3]], ids=["lstm-general-if", "gru-none"])
