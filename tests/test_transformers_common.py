@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from filelock import FileLock
 
 from hf_rnn import (
     LSTMCaptionerConfig,
@@ -43,12 +44,18 @@ def fetch_common_tests() -> Path:
     """The folder holding `PACKAGE`, downloaded and extracted once per transformers version."""
     version = transformers.__version__
     root = CACHE / f"transformers-{version}"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # pytest-xdist workers collect this module at the same time: one downloads and extracts, the others wait.
+    with FileLock(CACHE / f"transformers-{version}.lock"):
+        return _fetch(version, root)
+
+
+def _fetch(version: str, root: Path) -> Path:
     package = root / PACKAGE
     if all((package / name).is_file() for name in NEEDED):
         return root
     sdist = CACHE / f"transformers-{version}.tar.gz"
     if not sdist.is_file():
-        CACHE.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
         command += [f"transformers=={version}", "-d", str(CACHE), "--quiet", "--retries", "1", "--timeout", "30"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
