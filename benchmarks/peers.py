@@ -757,6 +757,9 @@ def stage_decode(args: argparse.Namespace) -> None:
                 command = [hf_python(args), "-m", "hf_rnn.export", "--model", models["hf"]["run_dir"], *export]
                 run([*command, "--output", folder], args.runs_dir / "decode" / f"export-{mode}.log")
                 flags[f"hf-{mode}"] = ["--onnx", folder]
+    if "hf" in order:  # fast-mode rows are read against this run's hf-rnn row: earlier runs' would mix two runs
+        for stale in [key for key in record["results"] if key.startswith("hf-") and key not in order]:
+            del record["results"][stale]
     runs = {tool: [] for tool in order}
     for rep in range(1, args.reps + 1):
         for tool in order:
