@@ -7,10 +7,11 @@ Gives the tokens `model.generate()` gives for the same batch: the same output li
 config's, else the source-scaled one), and for beams transformers' `_beam_search` step for step
 (top 2·k continuations, finished hypotheses ranked by score / length**length_penalty, its
 `early_stopping` rules). Like the model's generate(), it stops computing the rows of a finished
-sentence; that never changes the output. Continuations with exactly equal scores are ranked by position
-(beam, then token id); torch.topk, which generate() ranks with, leaves their order unspecified, so only such
-ties can make the two differ. Only numpy and onnxruntime are imported, so the folder and
-this file are all a machine needs to translate.
+sentence; that never changes the output. Two things can make the two differ, both at ties: continuations with
+exactly equal scores are ranked by position (beam, then token id), where torch.topk, which generate() ranks with,
+leaves their order unspecified; and onnxruntime's log-softmax can differ from torch's in the last bit, which can
+reorder two continuations that close. Only numpy and onnxruntime are imported, so the folder and this file are
+all a machine needs to translate.
 """
 
 import json
