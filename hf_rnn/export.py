@@ -9,8 +9,9 @@ Writes to the output folder:
 - `encoder.onnx`: input_ids, attention_mask (B, S) -> memory (B, S, H), the encoder outputs, and the
   decoder's initial state: hidden (layers, B, H), cell (layers, B, H; LSTM), input_feed (B, H; with
   input feeding), attention_keys (B, S, H; concat attention).
-- `decoder_step.onnx`: decoder_input_ids (B, 1), memory, attention_mask and that state -> logits (B, V)
-  and the state after the token, named new_hidden, new_cell, new_input_feed (attention_keys do not change).
+- `decoder_step.onnx`: decoder_input_ids (B, K) for K beams of each source (1 for greedy search), memory,
+  attention_mask, attention_keys as the encoder gave them, and the state per beam, hidden and cell (layers, B, K, H),
+  input_feed (B, K, H) -> logits (B, K, V) and the state after the token, named new_hidden, new_cell, new_input_feed.
 - `log_softmax_top_k.onnx`: logits (B, V), k (1,) -> top_log_probs, top_tokens (B, k): each row's k best
   tokens and their log-probabilities, best first, for beam search.
 - `onnx_decoding.json`: the generation settings and the state's names, read by `OnnxTranslator`;
@@ -18,7 +19,7 @@ Writes to the output folder:
 - `onnx_translator.py`: `OnnxTranslator` itself (numpy and onnxruntime only), for machines without torch:
   `sys.path.insert(0, "exported/"); from onnx_translator import OnnxTranslator`.
 
-Batch size and source length are dynamic. The graphs come from `torch.onnx.export(..., dynamo=True)`;
+Batch size, beams and source length are dynamic. The graphs come from `torch.onnx.export(..., dynamo=True)`;
 the recurrent layers are exported as explicit projections (`LSTMSeq2SeqUnrolledRNN`, whose time loop
 becomes an ONNX Scan), so variable source lengths behave as packed sequences do in PyTorch.
 `OnnxTranslator.generate` reproduces `model.generate()`'s greedy and beam search over them.
@@ -39,11 +40,9 @@ from torch import nn
 from transformers import AutoModelForSeq2SeqLM, GenerationConfig
 
 from .cli import first_line, load_error_reason
-from .onnx_translator import SETTINGS, TOP_K
+from .onnx_translator import FORMAT, SETTINGS, TOP_K
 from .translator.generation_lstm_seq2seq import MAX_NEW_TOKENS_OFFSET, MAX_NEW_TOKENS_RATIO, chosen_length_limits
 from .translator.modeling_lstm_seq2seq import (
-    LSTMSeq2SeqCache,
-    LSTMSeq2SeqEncoderOutput,
     LSTMSeq2SeqForConditionalGeneration,
     LSTMSeq2SeqUnrolledRNN,
 )
@@ -104,8 +103,10 @@ class EncoderGraph(nn.Module):
 
 
 class DecoderStepGraph(nn.Module):
-    """One target token through the decoder and the softmax layer, as the model's forward runs them, with the state as
-    plain tensors."""
+    """One target token for every beam of every source through the decoder and the softmax layer, the state as plain
+    tensors. The encoder memory, its mask and the attention keys come once per source, not once per beam: the beams
+    of a source attend together, as T = beams queries (`LSTMSeq2SeqAttention` takes any T), which reads the memory
+    once instead of once per beam and leaves the decoding loop no memory to copy when beams are reordered."""
 
     def __init__(self, model: LSTMSeq2SeqForConditionalGeneration):
         super().__init__()
@@ -115,23 +116,27 @@ class DecoderStepGraph(nn.Module):
     def forward(
         self, decoder_input_ids: torch.Tensor, memory: torch.Tensor, attention_mask: torch.Tensor, *state
     ) -> tuple[torch.Tensor, ...]:
-        given = dict(zip(self.names, state))
-        cache = LSTMSeq2SeqCache(
-            given["hidden"], given.get("cell"), given.get("input_feed"), given.get("attention_keys"), seen_tokens=1
-        )
-        output = self.model.model(
-            decoder_input_ids=decoder_input_ids,
-            encoder_outputs=LSTMSeq2SeqEncoderOutput(last_hidden_state=memory),
-            attention_mask=attention_mask,
-            cache=cache,
-            use_cache=True,
-        )
-        new = output.cache
-        updated = (new.hidden, new.cell, new.input_feed)
-        # The softmax layer on (B, H), not the model's (B, 1, H): onnxruntime copies all (B, V) logits to drop a
-        # length-1 axis, whether by indexing or Squeeze (17 % of an int8 beam-search step).
-        logits = self.model.lm_head(output.last_hidden_state.squeeze(1))
-        return logits, *(tensor for tensor in updated if tensor is not None)
+        """decoder_input_ids (B, K) for B sources and K beams, memory (B, S, H), attention_mask (B, S), state
+        (hidden and cell (layers, B, K, H), input_feed (B, K, H), attention_keys (B, S, H)) -> logits (B, K, V) and
+        the state after the token, shaped as given."""
+        decoder, given = self.model.model.decoder, dict(zip(self.names, state))
+        sources, beams = decoder_input_ids.shape
+        hidden = list(given["hidden"].flatten(1, 2).unbind(0))  # layers x (B * K, H)
+        cell = None if "cell" not in given else list(given["cell"].flatten(1, 2).unbind(0))
+        feed = given.get("input_feed")
+        step_input = decoder.embed_tokens(decoder_input_ids.flatten())  # (B * K, E)
+        if feed is not None:
+            step_input = torch.cat([step_input, feed.flatten(0, 1)], dim=-1)
+        output = decoder._cell_step(step_input, hidden, cell)  # (B * K, H)
+        vectors, _ = decoder._attend(
+            output.view(sources, beams, -1), memory, attention_mask.bool(), given.get("attention_keys")
+        )  # (B, K, H)
+
+        def shaped(tensors: list[torch.Tensor]) -> torch.Tensor:
+            return torch.stack(tensors).view(len(tensors), sources, beams, -1)
+
+        updated = (shaped(hidden), None if cell is None else shaped(cell), vectors if feed is not None else None)
+        return self.model.lm_head(vectors), *(tensor for tensor in updated if tensor is not None)
 
 
 def decoding_settings(model: LSTMSeq2SeqForConditionalGeneration) -> dict:
@@ -184,7 +189,7 @@ def export_translator(
     """
     if quantize not in (None, "int8"):
         raise ExportError(f"quantize must be None or 'int8', got {quantize!r}")
-    settings = {**decoding_settings(model), "quantization": quantize}
+    settings = {**decoding_settings(model), "quantization": quantize, "format": FORMAT}
     source = model
     if any(type(p.data) is not torch.Tensor for p in source.parameters()):
         raise ExportError("the model is quantized: export the model as loaded, before quantize_int8()")
@@ -200,14 +205,21 @@ def export_translator(
     output.mkdir(parents=True, exist_ok=True)
     config, names = model.config, settings["state"]
     batch, source_len = torch.export.Dim("batch"), torch.export.Dim("source_length")
+    beams = torch.export.Dim("beams")
     input_ids = torch.randint(3, config.vocab_size, (2, 3))
     mask = torch.ones(2, 3, dtype=torch.long)
     with torch.no_grad():
         encoded = EncoderGraph(model)(input_ids, mask)
+    # The decoder step's example: 3 beams per source, every state tensor but the attention keys per beam.
+    beam_axis = {"hidden": 2, "cell": 2, "input_feed": 1}
+    step_state = [
+        tensor.unsqueeze(beam_axis[name]).repeat_interleave(3, beam_axis[name]) if name in beam_axis else tensor
+        for name, tensor in zip(names, encoded[1:])
+    ]
     state_shapes = {
-        "hidden": {1: batch},
-        "cell": {1: batch},
-        "input_feed": {0: batch},
+        "hidden": {1: batch, 2: beams},
+        "cell": {1: batch, 2: beams},
+        "input_feed": {0: batch, 1: beams},
         "attention_keys": {0: batch, 1: source_len},
     }
     exports = [
@@ -222,11 +234,11 @@ def export_translator(
         (
             "decoder_step.onnx",
             DecoderStepGraph(model),
-            (torch.full((2, 1), config.decoder_start_token_id), encoded[0], mask, *encoded[1:]),
+            (torch.full((2, 3), config.decoder_start_token_id), encoded[0], mask, *step_state),
             ["decoder_input_ids", "memory", "attention_mask", *names],
             ["logits", *(f"new_{name}" for name in names if name != "attention_keys")],
             (
-                {0: batch},
+                {0: batch, 1: beams},
                 {0: batch, 1: source_len},
                 {0: batch, 1: source_len},
                 tuple(state_shapes[name] for name in names),  # *state

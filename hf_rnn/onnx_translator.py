@@ -22,6 +22,9 @@ import numpy as np
 import onnxruntime
 
 SETTINGS = "onnx_decoding.json"  # written by hf_rnn.export beside encoder.onnx and decoder_step.onnx
+# The graphs' interface, written into SETTINGS: 2 since the decoder step takes the state per beam and the memory per
+# source (its "format" is absent in earlier folders).
+FORMAT = 2
 # Beam search's candidates per row, also written by hf_rnn.export: logits (rows, V), k (1,) -> the log-probabilities
 # of each row's k best tokens (rows, k), best first, ties to the lower token id, and those tokens. A graph apart from
 # decoder_step.onnx because onnxruntime runs every node of a graph whatever outputs are fetched: greedy decoding
@@ -43,6 +46,11 @@ class OnnxTranslator:
     def __init__(self, folder: str | Path, threads: int = 0):
         folder = Path(folder)
         self.settings = json.loads((folder / SETTINGS).read_text())
+        if self.settings.get("format", 1) != FORMAT:
+            raise ValueError(
+                f"{folder} was exported by another hf_rnn version (graph format {self.settings.get('format', 1)}, "
+                f"this loop reads format {FORMAT}): export the model again (python -m hf_rnn.export)"
+            )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3  # its warnings about unused initializers concern the exporter, not the user
@@ -90,7 +98,7 @@ class OnnxTranslator:
             raise ValueError(f"num_return_sequences ({num_return_sequences}) must not exceed num_beams ({num_beams})")
         max_length = self._max_length(attention_mask, max_new_tokens, max_length)
         memory, *state = self.encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
-        rows = Rows(memory, attention_mask, dict(zip(self.state_names, state)))
+        rows = Rows(memory, attention_mask, dict(zip(self.state_names, state)), beams=num_beams)
         if num_beams == 1:
             return self._greedy(rows, max_length)
         return self._beam_search(
@@ -129,23 +137,23 @@ class OnnxTranslator:
         return 1 + math.ceil(settings["max_new_tokens_ratio"] * source) + settings["max_new_tokens_offset"]
 
     def _step(self, rows: "Rows", tokens: np.ndarray) -> np.ndarray:
-        """Feed `tokens` (held rows,) to the decoder; updates the rows' state, returns their logits (held, V)."""
-        feed = {"decoder_input_ids": tokens[:, None], "memory": rows.memory, "attention_mask": rows.mask}
-        logits, *state = self.decoder.run(None, {**feed, **rows.state})
+        """Feed `tokens` (held sources, beams) to the decoder; updates the rows' state, returns their logits (held
+        sources, beams, V)."""
+        logits, *state = self.decoder.run(None, {"decoder_input_ids": tokens, **rows.sources, **rows.state})
         rows.state.update(zip(self.step_state_names, state))
         return logits
 
     def _greedy(self, rows: "Rows", max_length: int) -> np.ndarray:
         settings = self.settings
-        batch = len(rows.mask)
+        batch = rows.count
         eos = np.array(settings["eos_token_ids"])
         sequences = np.full((batch, 1), settings["decoder_start_token_id"], dtype=np.int64)
         finished = np.zeros(batch, dtype=bool)
         held = np.arange(batch)  # batch positions of the rows still computed
         while sequences.shape[1] < max_length and not finished.all():
-            logits = self._step(rows, sequences[held, -1])
+            logits = self._step(rows, sequences[held, -1:])
             tokens = np.full(batch, settings["pad_token_id"], dtype=np.int64)
-            tokens[held] = logits.argmax(axis=-1)
+            tokens[held] = logits[:, 0].argmax(axis=-1)
             tokens[finished] = settings["pad_token_id"]
             sequences = np.concatenate([sequences, tokens[:, None]], axis=1)
             finished |= np.isin(tokens, eos)
@@ -168,12 +176,11 @@ class OnnxTranslator:
         """transformers' `_beam_search` for a decoder prompt of one token and no logits processors, in numpy; a
         sentence whose returned hypotheses can no longer change leaves the computed rows."""
         settings = self.settings
-        batch, k = len(rows.mask), num_beams
+        batch, k = rows.count, num_beams
         eos = np.array(settings["eos_token_ids"])
         keep = max(2, 1 + len(eos)) * k  # continuations considered per sentence
         in_top_k = np.arange(keep) < k
         fill = settings["pad_token_id"] or eos[0]  # transformers' `pad_token_id or eos_token_id[0]`
-        rows.repeat(k)
 
         def init(value, dtype):
             return np.full((batch, k, max_length), value, dtype=dtype)
@@ -190,9 +197,11 @@ class OnnxTranslator:
         held = np.arange(batch)  # sentences still computed
         cur_len = 1
         while True:
-            logits = self._step(rows, running[held, :, cur_len - 1].reshape(-1))
+            logits = self._step(rows, running[held, :, cur_len - 1])
             vocab = logits.shape[-1]
-            row_scores, row_tokens = self.top_k.run(None, {"logits": logits, "k": np.array([min(keep, vocab)])})
+            row_scores, row_tokens = self.top_k.run(
+                None, {"logits": logits.reshape(-1, vocab), "k": np.array([min(keep, vocab)])}
+            )
             # The best `keep` of a sentence's k × vocab continuations are among its rows' best `keep` each; ranked
             # by score, then by position in the k × vocab scores, as a stable sort of all of them ranks them.
             scores = (row_scores.reshape(len(held), k, -1) + running_scores[held, :, None]).reshape(len(held), -1)
@@ -246,41 +255,50 @@ class OnnxTranslator:
                 done |= is_finished[held].all(axis=1)
             if done.all() or hits.all() or cur_len >= max_length:
                 break
-            rows.reorder((np.arange(len(held))[:, None] * k + beam_sources).reshape(-1))
+            rows.reorder(beam_sources)
             if done.any():
                 kept = np.flatnonzero(~done)
                 held = held[kept]
-                rows.select((kept[:, None] * k + np.arange(k)).reshape(-1))
+                rows.select(kept)
 
         returned = finished[:, :num_return_sequences].reshape(batch * num_return_sequences, -1)
         return returned[:, : 1 + finished_lengths[:, :num_return_sequences].max()]
 
 
 class Rows:
-    """The decoder's per-row inputs: encoder memory, source mask and recurrent state (name -> (..., rows, ...))."""
+    """The decoder's inputs for the sources still decoded: per source the encoder memory (sources, S, H), its mask
+    and the attention keys; per beam the recurrent state (hidden and cell (layers, sources, beams, H), input_feed
+    (sources, beams, H)), whose source axis is the third from last and beam axis the second from last.
 
-    def __init__(self, memory: np.ndarray, mask: np.ndarray, state: dict[str, np.ndarray]):
-        self.memory, self.mask, self.state = memory, mask, state
+    Args:
+        memory, mask: the encoder's output and the source mask.
+        state: the encoder's state tensors by name, one row per source; every beam starts from it.
+        beams: beams per source (1 for greedy search).
+    """
 
-    def _apply(self, index: np.ndarray, with_memory: bool) -> None:
-        if with_memory:
-            self.memory, self.mask = self.memory[index], self.mask[index]
-        # hidden and cell are (layers, rows, H): nn.RNN's layout; everything else is batch first
+    def __init__(self, memory: np.ndarray, mask: np.ndarray, state: dict[str, np.ndarray], beams: int = 1):
+        self.count = len(mask)
+        self.sources = {"memory": memory, "attention_mask": mask}
+        if "attention_keys" in state:
+            self.sources["attention_keys"] = state["attention_keys"]
         self.state = {
-            name: value[:, index] if name in ("hidden", "cell") else value[index] for name, value in self.state.items()
+            name: np.repeat(np.expand_dims(value, -2), beams, axis=-2)
+            for name, value in state.items()
+            if name != "attention_keys"
         }
 
     def select(self, index: np.ndarray) -> None:
-        """Keep rows `index` (in that order): memory and mask too."""
-        self._apply(index, with_memory=True)
+        """Keep sources `index` (in that order), all their beams."""
+        self.sources = {name: value[index] for name, value in self.sources.items()}
+        self.state = {name: np.take(value, index, axis=-3) for name, value in self.state.items()}
 
-    def reorder(self, index: np.ndarray) -> None:
-        """Beam search: each row takes the state of row `index[i]` of the same sentence (memory is the same)."""
-        self._apply(index, with_memory=False)
-
-    def repeat(self, times: int) -> None:
-        """Each row `times` times in a row (beams), as generate() expands the encoder outputs."""
-        self._apply(np.repeat(np.arange(len(self.mask)), times), with_memory=True)
+    def reorder(self, beam_sources: np.ndarray) -> None:
+        """Beam search: beam j of source i takes the state of beam `beam_sources[i, j]` of the same source."""
+        index = beam_sources[..., None]  # (sources, beams, 1), broadcast over the layer axis of hidden and cell
+        self.state = {
+            name: np.take_along_axis(value, index.reshape((1,) * (value.ndim - 3) + index.shape), axis=-2)
+            for name, value in self.state.items()
+        }
 
 
 __all__ = ["OnnxTranslator"]

@@ -176,8 +176,18 @@ def test_the_top_k_graph_ranks_as_a_stable_sort_of_the_log_probabilities_ties_in
             np.testing.assert_allclose(values, np.take_along_axis(log_probs, tokens, axis=1), rtol=0, atol=1e-6)
 
 
-def test_a_folder_exported_before_the_top_k_graph_is_named(tmp_path):
+def test_a_folder_exported_by_another_version_is_named(tmp_path):
+    """Folders from before the top-k graph, and from before the per-beam state (no "format"), or from a later one."""
     export_translator(tiny_model(seed=1), tmp_path)
+    settings_file = tmp_path / "onnx_decoding.json"
+    settings = json.loads(settings_file.read_text())
+    for format in (None, 1, 3):
+        written = {key: value for key, value in settings.items() if key != "format"}
+        settings_file.write_text(json.dumps(written if format is None else {**written, "format": format}))
+        with pytest.raises(ValueError, match=f"graph format {format or 1}, this loop reads format 2\\): export the"):
+            OnnxTranslator(tmp_path)
+    settings_file.write_text(json.dumps(settings))
+    OnnxTranslator(tmp_path)
     (tmp_path / TOP_K).unlink()
     with pytest.raises(FileNotFoundError, match="export the model again"):
         OnnxTranslator(tmp_path)
@@ -198,7 +208,7 @@ def test_int8_export_runs_integer_products_and_keeps_the_teacher_forced_logits_c
         translator = OnnxTranslator(folder)
         memory, *state = translator.encoder.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
         rows = Rows(memory, mask.numpy(), dict(zip(translator.state_names, state)))
-        logits = np.stack([translator._step(rows, targets[:, t].numpy()) for t in range(targets.shape[1])], axis=1)
+        logits = np.concatenate([translator._step(rows, targets[:, t : t + 1].numpy()) for t in range(6)], axis=1)
         return np.linalg.norm(logits - expected) / np.linalg.norm(expected), translator
 
     float_error, _ = relative_error(export_translator(model, tmp_path / "float"))
