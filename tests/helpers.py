@@ -116,3 +116,18 @@ def run_card_snippet(output_dir: Path, tmp_path: Path) -> subprocess.CompletedPr
     """The first Python block of a saved model card, run without hf_rnn next to the folder, as a user would."""
     snippet = (output_dir / "README.md").read_text().split("```python\n", 1)[1].split("```", 1)[0]
     return run_without_hf_rnn(snippet, tmp_path, cwd=output_dir.parent)
+
+
+def indexing_backward_nodes(loss: torch.Tensor) -> int:
+    """How many indexing nodes (select, slice, index) the autograd graph of `loss` has. Each one's backward writes its
+    gradient into a zero tensor of its input's full size, so a time loop that indexes step t of a (B, T, ...) tensor
+    costs T such tensors in backward; `unbind` costs one."""
+    seen, stack, count = set(), [loss.grad_fn], 0
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        count += any(kind in type(node).__name__ for kind in ("Select", "Slice", "Index"))
+        stack.extend(function for function, _ in node.next_functions)
+    return count

@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from helpers import BLOCK_HF_RNN, FIXTURES, run_python
+from helpers import BLOCK_HF_RNN, FIXTURES, indexing_backward_nodes, run_python
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoModelForImageTextToText, AutoProcessor, ResNetConfig, ResNetModel, ViTConfig, pipeline
 from transformers.generation import utils as generation_utils
@@ -172,6 +172,18 @@ def test_incremental_logits_equal_teacher_forced(backbone):
             steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
     assert cache.get_seq_length() == target.shape[1]
+
+
+def test_the_time_loop_indexes_no_step_for_backward():
+    """The decoder reads its steps by `unbind`: the training graph's indexing nodes do not grow with the length."""
+    model = tiny_captioner()
+    images = pixels(2)
+
+    def nodes(length: int) -> int:
+        labels = torch.randint(3, model.config.vocab_size, (2, length))
+        return indexing_backward_nodes(model(pixel_values=images, labels=labels).loss)
+
+    assert nodes(3) == nodes(9)
 
 
 def test_loss_ignores_minus_100_and_attention_is_a_distribution_over_the_grid():

@@ -6,7 +6,15 @@ import logging
 
 import pytest
 import torch
-from helpers import BLOCK_HF_RNN, FIXTURES, random_batch, run_python, tiny_config, tiny_model
+from helpers import (
+    BLOCK_HF_RNN,
+    FIXTURES,
+    indexing_backward_nodes,
+    random_batch,
+    run_python,
+    tiny_config,
+    tiny_model,
+)
 from huggingface_hub.errors import StrictDataclassError
 from torch.func import functional_call
 from transformers import AutoConfig, GenerationConfig, GenerationMixin
@@ -18,6 +26,7 @@ from hf_rnn import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
 from hf_rnn.translator import generation_lstm_seq2seq as generation
 from hf_rnn.translator.configuration_lstm_seq2seq import ATTENTION_TYPES, CELL_TYPES
 from hf_rnn.translator.generation_lstm_seq2seq import LiveRows
+from hf_rnn.translator.modeling_lstm_seq2seq import LSTMSeq2SeqUnrolledRNN
 
 COMBINATIONS = list(itertools.product(CELL_TYPES, ATTENTION_TYPES, [True, False]))
 
@@ -46,6 +55,26 @@ def test_incremental_logits_equal_teacher_forced(cell_type, attention_type, inpu
             steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
     assert cache.get_seq_length() == target.shape[1]
+
+
+def test_the_time_loops_index_no_step_for_backward():
+    """The decoder's loop (input feeding) and the unrolled RNN's (int8, export) read their steps by `unbind`: the
+    number of indexing nodes in the training graph does not grow with the target or source length."""
+    model = tiny_model(input_feeding=True, num_decoder_layers=2)
+    source, mask = random_batch([6, 3], model.config.vocab_size)
+
+    def decoder_nodes(length: int) -> int:
+        labels = torch.randint(3, model.config.decoder_vocab_size, (2, length))
+        return indexing_backward_nodes(model(input_ids=source, attention_mask=mask, labels=labels).loss)
+
+    unrolled = LSTMSeq2SeqUnrolledRNN(torch.nn.LSTM(4, 5, num_layers=2, bidirectional=True, batch_first=True))
+
+    def unrolled_nodes(length: int) -> int:
+        outputs, _ = unrolled(torch.randn(2, length, 4, requires_grad=True), lengths=torch.tensor([length, 2]))
+        return indexing_backward_nodes(outputs.sum())
+
+    assert decoder_nodes(3) == decoder_nodes(9)
+    assert unrolled_nodes(3) == unrolled_nodes(9)
 
 
 @pytest.mark.parametrize("cell_type,attention_type", [("lstm", "general"), ("gru", "concat"), ("rnn", "dot")])

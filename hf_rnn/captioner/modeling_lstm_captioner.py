@@ -305,9 +305,9 @@ class LSTMCaptionerDecoder(nn.Module):
         embeddings = self.embed_tokens(input_ids)  # (B, T, E)
         hidden, cell = cache.hidden, cache.cell  # (B, H) each
         output_steps, weight_steps = [], []
-        for t in range(input_ids.shape[1]):
+        for embedding in embeddings.unbind(1):  # unbind: one backward node, where indexing makes one per step
             context, weights = self.attention(hidden, memory, cache.attention_keys)  # (B, H), (B, N)
-            hidden, cell = self.cell(torch.cat([embeddings[:, t], context], dim=-1), (hidden, cell))  # (B, E + H) in
+            hidden, cell = self.cell(torch.cat([embedding, context], dim=-1), (hidden, cell))  # (B, E + H) in
             output_steps.append(hidden)
             weight_steps.append(weights)
         outputs = self.dropout(torch.stack(output_steps, dim=1))  # (B, T, H)

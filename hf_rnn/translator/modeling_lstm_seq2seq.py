@@ -588,8 +588,8 @@ class LSTMSeq2SeqUnrolledRNN(nn.Module):
             state, outputs = scan(advance, state, (input_gates.transpose(0, 1), mask.transpose(0, 1)))
             return state, outputs.transpose(0, 1)
         outputs = []
-        for t in range(input_gates.shape[1]):
-            state, output = advance(state, (input_gates[:, t], mask[:, t]))
+        for step in zip(input_gates.unbind(1), mask.unbind(1)):  # unbind: one backward node, not one per step
+            state, output = advance(state, step)
             outputs.append(output)
         return state, torch.stack(outputs, dim=1)
 
@@ -781,8 +781,9 @@ class LSTMSeq2SeqDecoder(nn.Module):
             hidden, cell, feed = list(cache.hidden.unbind(0)), cache.cell, cache.input_feed  # layers x (B, H)
             cell = None if cell is None else list(cell.unbind(0))
             vector_steps, weight_steps, rnn_steps = [], [], []
-            for t in range(input_ids.shape[1]):
-                step_input = embeddings[:, t] if feed is None else torch.cat([embeddings[:, t], feed], dim=-1)
+            # unbind: one backward node for all steps, where indexing step t adds a (B, T, E) gradient per step
+            for embedding in embeddings.unbind(1):  # (B, E)
+                step_input = embedding if feed is None else torch.cat([embedding, feed], dim=-1)
                 rnn_output = self._cell_step(step_input, hidden, cell)  # (B, H)
                 vector, weights = self._attend(rnn_output.unsqueeze(1), memory, memory_mask, cache.attention_keys)
                 if feed is not None:
