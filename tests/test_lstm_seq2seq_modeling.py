@@ -179,6 +179,42 @@ def test_dropping_done_sentences_leaves_beam_search_output_unchanged(
     assert model._live_rows is None
 
 
+@pytest.mark.parametrize(
+    "attention_type,input_feeding,cell_type",
+    [("concat", False, "lstm"), ("general", True, "gru"), ("dot", True, "rnn")],
+)
+def test_beams_read_one_encoding_of_their_sentence(attention_type, input_feeding, cell_type):
+    """Beam search keeps the encoder memory (and the concat attention's keys) one per sentence, also as finished
+    sentences leave the batch, and gives stock generate()'s output, whose memory is copied for every beam."""
+    model = tiny_model(
+        seed=3,
+        hidden_size=32,
+        embedding_size=16,
+        attention_type=attention_type,
+        input_feeding=input_feeding,
+        cell_type=cell_type,
+    )
+    with torch.no_grad():  # sentences that end at different steps (a random model rarely ends)
+        model.lm_head.bias[model.config.eos_token_id] += 1.5
+    source, mask = random_batch([6, 2, 5, 3, 6, 4, 1, 5], model.config.vocab_size, seed=9)
+    kwargs = dict(input_ids=source, attention_mask=mask, max_new_tokens=12, num_beams=4, length_penalty=0.0)
+    seen = []  # (decoder rows, memory rows, attention key rows) of every step
+
+    def record(module, args, kwargs):
+        keys = kwargs["cache"].attention_keys if kwargs.get("cache") is not None else None
+        seen.append((args[0].shape[0], args[1].last_hidden_state.shape[0], None if keys is None else keys.shape[0]))
+
+    hook = model.model.decoder.register_forward_pre_hook(record, with_kwargs=True)
+    with torch.no_grad():
+        ours = model.generate(**kwargs)
+        hook.remove()
+        stock = GenerationMixin.generate(model, **kwargs)
+    assert torch.equal(ours, stock)
+    assert seen[0][:2] == (4 * len(source), len(source))
+    assert all(rows == 4 * memory and keys in (None, memory) for rows, memory, keys in seen)
+    assert min(memory for _, memory, _ in seen) < len(source)  # sentences left the batch
+
+
 def test_a_sentence_settles_once_no_running_beam_can_reach_its_returned_hypotheses():
     """The bound is the best running score at the length that favours it most; hand-computed cases."""
     running = torch.tensor([[-3.0, -5.0], [-3.0, -5.0]])

@@ -10,7 +10,10 @@ call runs, `LiveRows` holds the rows still decoded:
   state, encoder memory and mask), dropping the rows that ended;
 - `_update_model_kwargs_for_generation` scatters their logits into one full-batch buffer, which
   is what generate() reads (it ignores the rows of finished sentences);
-- `_reorder_cache` maps beam search's batch-wide reordering onto the held rows.
+- `_reorder_cache` maps beam search's batch-wide reordering onto the held rows;
+- in beam search, `_expand_inputs_for_generation` leaves the encoder outputs and the source mask one
+  per sentence instead of copying them for every beam: the model's forward reads a sentence's
+  consecutive beam rows against one encoding (about 20 MiB less peak memory for beam 5 on test2016).
 
 The model itself never sees the row bookkeeping: its cache is a plain state with `select(index)`.
 This file travels as Hub remote code with `modeling_lstm_seq2seq.py` (it imports nothing of ours).
@@ -93,10 +96,18 @@ class LiveRows:
     hypotheses are final, when `scores_never_rise` (see `sentences_settled`).
     """
 
-    def __init__(self, eos_token_ids: torch.Tensor | None = None, num_beams: int = 1, num_return_sequences: int = 1):
+    def __init__(
+        self,
+        eos_token_ids: torch.Tensor | None = None,
+        num_beams: int = 1,
+        num_return_sequences: int = 1,
+        beams_share_encoding: bool = False,
+    ):
         self.eos_token_ids = eos_token_ids
         self.num_beams = num_beams
         self.num_return_sequences = num_return_sequences
+        # beam search: the encoder outputs and mask are one per sentence, not per row (held // num_beams of them)
+        self.beams_share_encoding = beams_share_encoding and num_beams > 1
         self.scores_never_rise = False  # set from generate()'s logits processors
         self.done_sentences: torch.Tensor | None = None  # (batch,) beam search: sentences that can no longer change
         self.batch_size = 0
@@ -121,10 +132,12 @@ class LiveRows:
         if ended * 8 >= max(len(self.rows), 8) and ended < len(self.rows):
             kept = (~self.ended).nonzero().squeeze(1)
             self.rows, self.ended = self.rows[kept], self.ended[kept]
+            # A sentence's beams end together, so with shared encodings every num_beams-th kept row names a sentence.
+            sources = kept[:: self.num_beams] // self.num_beams if self.beams_share_encoding else kept
             self.encoder_outputs = type(self.encoder_outputs)(
-                **{name: value.index_select(0, kept) for name, value in self.encoder_outputs.items()}
+                **{name: value.index_select(0, sources) for name, value in self.encoder_outputs.items()}
             )
-            self.attention_mask = self.attention_mask.index_select(0, kept)
+            self.attention_mask = self.attention_mask.index_select(0, sources)
             cache, decoder_input_ids = cache.select(kept), decoder_input_ids[kept]
         return {
             **inputs,
@@ -195,6 +208,9 @@ class LSTMSeq2SeqGenerationMixin(GenerationMixin):
     mask read from the padding when none is given, and finished sentences taken out of the batch (`LiveRows`)."""
 
     _live_rows: LiveRows | None = None  # set by generate() while it runs, when finished sentences may be dropped
+    # Whether the model's forward reads k consecutive decoder rows per encoded source: beam search then keeps one
+    # encoding per source instead of generate()'s copy per beam (see `_expand_inputs_for_generation`).
+    _beams_share_encoding: bool = False
     _step_graphs = None  # set by generate() while it runs, when its steps replay CUDA graphs (`_step_graphs_for`)
     _max_new_tokens: int | None = None  # set by generate() while it runs, when nobody chose an output limit
     _max_length_chosen: bool = True  # cleared by generate() while it runs, when nobody chose a max_length
@@ -244,7 +260,11 @@ class LSTMSeq2SeqGenerationMixin(GenerationMixin):
                     eos_token_ids=torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos])
                 )
             elif not config.do_sample:
-                self._live_rows = LiveRows(num_beams=num_beams, num_return_sequences=config.num_return_sequences or 1)
+                self._live_rows = LiveRows(
+                    num_beams=num_beams,
+                    num_return_sequences=config.num_return_sequences or 1,
+                    beams_share_encoding=self._beams_share_encoding,
+                )
         self._max_length_chosen, max_new_tokens_chosen = chosen_length_limits(
             self.generation_config, generation_config, kwargs
         )
@@ -325,6 +345,21 @@ class LSTMSeq2SeqGenerationMixin(GenerationMixin):
         return super()._maybe_prepare_encoder_kwargs_for_generation(
             inputs_tensor, model_kwargs, model_input_name, generation_config
         )
+
+    def _expand_inputs_for_generation(
+        self, expand_size: int = 1, is_encoder_decoder: bool = False, input_ids=None, **model_kwargs
+    ) -> tuple[torch.LongTensor, dict]:
+        """generate()'s copies of the inputs for each beam; with `LiveRows.beams_share_encoding` the encoder outputs
+        and the source mask stay one per source (the model's forward reads a source's beams against one encoding),
+        which saves the beams' copies of the memory and their reads at every step."""
+        live = self._live_rows
+        if live is None or not live.beams_share_encoding or expand_size != live.num_beams:
+            return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
+        shared = {
+            name: model_kwargs.pop(name) for name in ("encoder_outputs", "attention_mask") if name in model_kwargs
+        }
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, False, input_ids, **model_kwargs)
+        return input_ids, {**model_kwargs, **shared}
 
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs) -> dict:
         """transformers' inputs for the next step, narrowed to the rows still decoded (see `LiveRows`).

@@ -73,6 +73,16 @@ def check_token_ids(
         )
 
 
+def check_rows_per_source(name: str, ids: torch.Tensor, sources: int) -> int:
+    """How many consecutive rows of `ids` (rows, length) read each of `sources` encoded sources: 1, or k when every
+    source has k rows (generate()'s beams). Raises a ValueError naming `name` when the rows are not a multiple."""
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+        return 1  # check_token_ids names the shape
+    if ids.shape[0] % sources or not ids.shape[0]:
+        raise ValueError(f"`{name}` has {ids.shape[0]} rows but the batch has {sources}.")
+    return ids.shape[0] // sources
+
+
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
     """Teacher forcing: the decoder reads <start> y_1 ... y_{n-1} and predicts y_1 ... y_n."""
     shifted = labels.new_full(labels.shape, pad_token_id)
@@ -160,22 +170,29 @@ class LSTMSeq2SeqCache:
         self.hidden = hidden  # (num_layers, batch, hidden_size): nn.RNN's native layout
         self.cell = cell  # same, LSTM only
         self.input_feed = input_feed  # (batch, hidden_size), with input feeding
-        self.attention_keys = attention_keys  # (batch, src_len, hidden_size), concat attention
+        self.attention_keys = attention_keys  # (sources, src_len, hidden_size), concat attention
         self.seen_tokens = seen_tokens
         # Which encoder memory a CUDA graph of the decoding step holds for this state (`LSTMSeq2SeqStepGraphs`).
         self.graph_session = graph_session
 
     def select(self, index: torch.LongTensor) -> "LSTMSeq2SeqCache":
-        """The state of rows `index` (batch positions, repeats allowed): beam search's reordering, or dropping rows."""
+        """The state of rows `index` (batch positions, repeats allowed): beam search's reordering, or dropping rows.
+
+        With k rows per source (the attention keys one per source, see `LSTMSeq2SeqDecoder.forward`), `index` keeps
+        a source's rows together: new rows i*k .. i*k+k-1 all come from one source, whose keys they keep."""
 
         def rows(tensor: torch.Tensor | None, dim: int = 0) -> torch.Tensor | None:
             return None if tensor is None else tensor.index_select(dim, index.to(tensor.device))
 
+        keys = self.attention_keys
+        if keys is not None:
+            rows_per_source = self.hidden.shape[1] // keys.shape[0]
+            keys = keys.index_select(0, (index[::rows_per_source] // rows_per_source).to(keys.device))
         return LSTMSeq2SeqCache(
             rows(self.hidden, 1),
             rows(self.cell, 1),
             rows(self.input_feed),
-            rows(self.attention_keys),
+            keys,
             self.seen_tokens,
             self.graph_session,  # a beam's rows read the same source: the graph's memory stays valid
         )
@@ -737,8 +754,9 @@ class LSTMSeq2SeqDecoder(nn.Module):
             self.bridge_hidden = nn.Linear(bridge_in, bridge_out)
             self.bridge_cell = nn.Linear(bridge_in, bridge_out) if config.cell_type == "lstm" else None
 
-    def init_cache(self, encoder_outputs: LSTMSeq2SeqEncoderOutput) -> LSTMSeq2SeqCache:
-        """State before the first target token: bridged encoder states (or zeros), empty input feed."""
+    def init_cache(self, encoder_outputs: LSTMSeq2SeqEncoderOutput, rows_per_source: int = 1) -> LSTMSeq2SeqCache:
+        """State before the first target token: bridged encoder states (or zeros), empty input feed; the same for
+        each of `rows_per_source` consecutive rows (beams) of a source. The attention keys stay one per source."""
         config = self.config
         memory = encoder_outputs.last_hidden_state  # (B, S, H)
         batch = memory.shape[0]
@@ -753,7 +771,11 @@ class LSTMSeq2SeqDecoder(nn.Module):
         else:
             hidden = memory.new_zeros(config.num_decoder_layers, batch, config.hidden_size)
             cell = torch.zeros_like(hidden) if config.cell_type == "lstm" else None
-        input_feed = memory.new_zeros(batch, config.hidden_size) if config.input_feeding else None
+        if rows_per_source > 1:
+            hidden = hidden.repeat_interleave(rows_per_source, dim=1)  # (dec_layers, B * rows_per_source, H)
+            cell = None if cell is None else cell.repeat_interleave(rows_per_source, dim=1)
+        rows = batch * rows_per_source
+        input_feed = memory.new_zeros(rows, config.hidden_size) if config.input_feeding else None
         keys = self.attention.project_keys(memory) if self.attention is not None else None  # (B, S, H)
         return LSTMSeq2SeqCache(hidden, cell, input_feed, keys)
 
@@ -764,13 +786,17 @@ class LSTMSeq2SeqDecoder(nn.Module):
         encoder_attention_mask: torch.Tensor,
         cache: LSTMSeq2SeqCache | None = None,
     ) -> tuple[torch.Tensor, LSTMSeq2SeqCache, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """input_ids (B, T) target ids, read after the state in `cache` (from the encoder when None) ->
-        attentional vectors (B, T, H), the state after the last token, attention weights (B, T, S) or None,
-        embeddings (B, T, E) and RNN outputs (B, T, H)."""
+        """input_ids (R, T) target ids, read after the state in `cache` (from the encoder when None) ->
+        attentional vectors (R, T, H), the state after the last token, attention weights (R, T, S) or None,
+        embeddings (R, T, E) and RNN outputs (R, T, H).
+
+        R is the number of sources B in `encoder_outputs` (B, S, H), or a multiple of it: k consecutive rows per
+        source, as generate()'s beams read one encoding of their source (see `_attend`)."""
         memory = encoder_outputs.last_hidden_state  # (B, S, H)
-        check_token_ids("decoder_input_ids", input_ids, self.config.decoder_vocab_size, batch_size=memory.shape[0])
+        rows_per_source = check_rows_per_source("decoder_input_ids", input_ids, memory.shape[0])
+        check_token_ids("decoder_input_ids", input_ids, self.config.decoder_vocab_size)
         if cache is None:
-            cache = self.init_cache(encoder_outputs)
+            cache = self.init_cache(encoder_outputs, rows_per_source)
         memory_mask = encoder_attention_mask.bool()  # (B, S)
         embeddings = self.embedding_dropout(self.embed_tokens(input_ids))  # (B, T, E)
 
@@ -836,11 +862,17 @@ class LSTMSeq2SeqDecoder(nn.Module):
     def _attend(
         self, rnn_output: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor, keys: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, T, H) decoder outputs -> attentional vectors (B, T, H) after dropout, weights (B, T, S) or None."""
+        """(R, T, H) decoder outputs for R = k x B rows, k consecutive ones per source of memory (B, S, H) ->
+        attentional vectors (R, T, H) after dropout, weights (R, T, S) or None.
+
+        A source's k rows attend as one row of k x T queries: the memory is read once per source, not copied k
+        times (beam search's beams)."""
         if self.attention is None:
             return self.dropout(rnn_output), None
-        vector, weights = self.attention(rnn_output, memory, memory_mask, keys)
-        return self.dropout(vector), weights
+        rows, steps = rnn_output.shape[:2]
+        queries = rnn_output.reshape(memory.shape[0], -1, rnn_output.shape[-1])  # (B, k x T, H)
+        vector, weights = self.attention(queries, memory, memory_mask, keys)
+        return self.dropout(vector.reshape(rows, steps, -1)), weights.reshape(rows, steps, -1)
 
 
 class LSTMSeq2SeqPreTrainedModel(PreTrainedModel):
@@ -1057,7 +1089,8 @@ class LSTMSeq2SeqModel(LSTMSeq2SeqPreTrainedModel):
     ) -> Seq2SeqModelOutput | tuple:
         """input_ids / attention_mask (B, S) the right-padded source (or precomputed `encoder_outputs` with the mask),
         decoder_input_ids (B, T) read after `cache` (the state after earlier target tokens; from the encoder when
-        None) -> `last_hidden_state` (B, T, H) attentional vectors, `cache` the state after the last token,
+        None), or (k x B, T) for k consecutive rows per source, as beam search's beams read one encoding of their
+        source -> `last_hidden_state` (B, T, H) attentional vectors, `cache` the state after the last token,
         `cross_attentions` ((B, 1, T, S),) with `output_attentions`, `decoder_hidden_states` (embeddings, RNN
         outputs, attentional vectors) with `output_hidden_states`.
 
@@ -1113,6 +1146,7 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, LSTMSeq2Se
     # Trainer passes `num_items_in_batch` to a model that declares this; `token_cross_entropy` honours it.
     accepts_loss_kwargs = True
     _tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}  # with `tie_word_embeddings`
+    _beams_share_encoding = True  # the decoder reads k rows per encoded source (LSTMSeq2SeqDecoder.forward)
 
     def __init__(self, config: LSTMSeq2SeqConfig):
         super().__init__(config)
