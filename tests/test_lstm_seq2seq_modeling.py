@@ -1,5 +1,6 @@
 """Correctness of the translator, each check against an independent computation."""
 
+import copy
 import itertools
 import json
 import logging
@@ -213,6 +214,32 @@ def test_beams_read_one_encoding_of_their_sentence(attention_type, input_feeding
     assert seen[0][:2] == (4 * len(source), len(source))
     assert all(rows == 4 * memory and keys in (None, memory) for rows, memory, keys in seen)
     assert min(memory for _, memory, _ in seen) < len(source)  # sentences left the batch
+
+
+def test_dropping_finished_sentences_takes_encoder_outputs_in_every_form():
+    """Finished sentences leave the batch whatever form the encoder outputs come in: with hidden states
+    (`output_hidden_states`, or precomputed with them), or a caller's plain tuple; stock generate() is the oracle
+    (it expands a caller's encoder outputs in place, hence the copies). Without the mask the model names what is
+    missing."""
+    model = tiny_model(seed=3, hidden_size=16, embedding_size=8, attention_type="concat", input_feeding=True)
+    with torch.no_grad():  # sentences that end at different steps
+        model.lm_head.bias[model.config.eos_token_id] += 1.5
+    source, mask = random_batch([6, 2, 5, 3, 6, 4, 1, 5], model.config.vocab_size, seed=9)
+    with torch.no_grad():
+        encoded = model.get_encoder()(source, attention_mask=mask, output_hidden_states=True)
+    calls = [
+        dict(input_ids=source, attention_mask=mask, output_hidden_states=True),
+        dict(input_ids=source, attention_mask=mask, output_hidden_states=True, num_beams=3),
+        dict(encoder_outputs=encoded, attention_mask=mask, num_beams=3),
+        dict(encoder_outputs=encoded.to_tuple()[:3], attention_mask=mask),
+    ]
+    with torch.no_grad():
+        for kwargs in calls:
+            ours = model.generate(**copy.deepcopy(kwargs), max_new_tokens=10)
+            stock = GenerationMixin.generate(model, **copy.deepcopy(kwargs), max_new_tokens=10)
+            assert torch.equal(ours, stock), kwargs.keys()
+        with pytest.raises(ValueError, match="precomputed `encoder_outputs` together with `attention_mask`"):
+            model.generate(encoder_outputs=encoded, max_new_tokens=10)
 
 
 def test_a_sentence_settles_once_no_running_beam_can_reach_its_returned_hypotheses():

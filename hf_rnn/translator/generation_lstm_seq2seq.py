@@ -81,6 +81,18 @@ def count_cut(sequences: torch.Tensor, max_length: int, eos_token_id: int | list
     return int((~torch.isin(sequences, eos).any(dim=1)).sum())
 
 
+def select_rows(value, index: torch.Tensor):
+    """`value` at batch positions `index`: a tensor (batch first), or a tuple, list, dict or `ModelOutput` of them (as
+    encoder outputs come: a caller's tuple, `hidden_states` inside), or None."""
+    if isinstance(value, torch.Tensor):
+        return value.index_select(0, index)
+    if isinstance(value, dict):
+        return type(value)(**{name: select_rows(item, index) for name, item in value.items()})
+    if isinstance(value, (tuple, list)):
+        return type(value)(select_rows(item, index) for item in value)
+    return value
+
+
 class LiveRows:
     """The rows of a generate() batch still being decoded, and their inputs.
 
@@ -122,7 +134,8 @@ class LiveRows:
         if inputs.get("cache") is None:
             self.batch_size = inputs["decoder_input_ids"].shape[0]
             self.rows = torch.arange(self.batch_size, device=inputs["decoder_input_ids"].device)
-            self.encoder_outputs, self.attention_mask = inputs["encoder_outputs"], inputs["attention_mask"]
+            # A missing mask is the model's to name (it needs one with precomputed encoder outputs).
+            self.encoder_outputs, self.attention_mask = inputs["encoder_outputs"], inputs.get("attention_mask")
             self.ended = torch.zeros(self.batch_size, dtype=torch.bool, device=self.rows.device)
             return inputs
         decoder_input_ids = inputs["decoder_input_ids"][self.rows]
@@ -134,10 +147,8 @@ class LiveRows:
             self.rows, self.ended = self.rows[kept], self.ended[kept]
             # A sentence's beams end together, so with shared encodings every num_beams-th kept row names a sentence.
             sources = kept[:: self.num_beams] // self.num_beams if self.beams_share_encoding else kept
-            self.encoder_outputs = type(self.encoder_outputs)(
-                **{name: value.index_select(0, sources) for name, value in self.encoder_outputs.items()}
-            )
-            self.attention_mask = self.attention_mask.index_select(0, sources)
+            self.encoder_outputs = select_rows(self.encoder_outputs, sources)
+            self.attention_mask = select_rows(self.attention_mask, sources)
             cache, decoder_input_ids = cache.select(kept), decoder_input_ids[kept]
         return {
             **inputs,
