@@ -176,6 +176,14 @@ def test_the_top_k_graph_ranks_as_a_stable_sort_of_the_log_probabilities_ties_in
             np.testing.assert_allclose(values, np.take_along_axis(log_probs, tokens, axis=1), rtol=0, atol=1e-6)
 
 
+def test_the_sessions_do_not_spin_between_runs(tmp_path):
+    """The loop alternates three sessions and numpy: no session's threads may hold the cores after its run."""
+    translator = OnnxTranslator(export_translator(tiny_model(seed=1), tmp_path))
+    for session in (translator.encoder, translator.decoder, translator.top_k):
+        options = session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_a_folder_exported_by_another_version_is_named(tmp_path):
     """Folders from before the top-k graph, and from before the per-beam state (no "format"), or from a later one."""
     export_translator(tiny_model(seed=1), tmp_path)
