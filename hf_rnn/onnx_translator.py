@@ -61,10 +61,7 @@ class OnnxTranslator:
         self.encoder = onnxruntime.InferenceSession(str(folder / "encoder.onnx"), options)
         self.decoder = onnxruntime.InferenceSession(str(folder / "decoder_step.onnx"), options)
         if not (folder / TOP_K).exists():
-            raise FileNotFoundError(
-                f"{folder / TOP_K} is missing: the folder was exported by an older hf_rnn; export the model again "
-                "(python -m hf_rnn.export)"
-            )
+            raise FileNotFoundError(f"{folder / TOP_K} is missing: export the model again (python -m hf_rnn.export)")
         self.top_k = onnxruntime.InferenceSession(str(folder / TOP_K), options)
         self.state_names = self.settings["state"]  # the recurrent state tensors the encoder returns
         # what the decoder step returns besides logits (the attention keys stay as the encoder made them)
