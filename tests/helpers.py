@@ -131,3 +131,25 @@ def indexing_backward_nodes(loss: torch.Tensor) -> int:
         count += any(kind in type(node).__name__ for kind in ("Select", "Slice", "Index"))
         stack.extend(function for function, _ in node.next_functions)
     return count
+
+
+def op_outputs(run) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    """(aten op, output shape, output dtype) of every tensor each op produces while `run()` executes, backward passes
+    included: what a computation allocates, whichever Python code asked for it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.outputs = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            for value in result if isinstance(result, (tuple, list)) else (result,):
+                if isinstance(value, torch.Tensor):
+                    self.outputs.append((str(func.overloadpacket), tuple(value.shape), value.dtype))
+            return result
+
+    with Recorder() as recorder:
+        run()
+    return recorder.outputs

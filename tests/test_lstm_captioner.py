@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from helpers import BLOCK_HF_RNN, FIXTURES, indexing_backward_nodes, run_python
+from helpers import BLOCK_HF_RNN, FIXTURES, indexing_backward_nodes, op_outputs, run_python
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoModelForImageTextToText, AutoProcessor, ResNetConfig, ResNetModel, ViTConfig, pipeline
 from transformers.generation import utils as generation_utils
@@ -184,6 +184,31 @@ def test_the_time_loop_indexes_no_step_for_backward():
         return indexing_backward_nodes(model(pixel_values=images, labels=labels).loss)
 
     assert nodes(3) == nodes(9)
+
+
+def test_the_decoder_loop_s_weight_gradients_equal_lstm_cell_s_in_one_product(monkeypatch):
+    """float64: the loop's deferred weight gradients equal `nn.LSTMCell`'s, labels partly ignored, and backward
+    multiplies once for the recurrent weight's gradient instead of once per step."""
+    model = tiny_captioner(seed=1).double().train()
+    images, labels = pixels(2).double(), torch.tensor([[5, 6, 7, 2, 9], [8, 2, -100, -100, -100]])
+
+    def gradients(lstm_cell: bool) -> dict:
+        with monkeypatch.context() as patch:
+            if lstm_cell:
+                patch.setattr(type(model.model.decoder), "_time_loop_weights", lambda self: None)
+            model.zero_grad()
+            loss = model(pixel_values=images, labels=labels).loss
+            products = op_outputs(loss.backward)
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}, products
+
+    (ours, products), (reference, _) = gradients(False), gradients(True)
+    assert ours.keys() == reference.keys()
+    for name in reference:
+        torch.testing.assert_close(ours[name], reference[name], msg=name)
+    weight_shape = tuple(model.model.decoder.cell.weight_hh.shape)
+    assert [op for op, shape, _ in products if op in ("aten.mm", "aten.addmm") and shape == weight_shape] == [
+        "aten.mm"
+    ]
 
 
 def test_loss_ignores_minus_100_and_attention_is_a_distribution_over_the_grid():

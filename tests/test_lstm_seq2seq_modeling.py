@@ -11,12 +11,14 @@ from helpers import (
     BLOCK_HF_RNN,
     FIXTURES,
     indexing_backward_nodes,
+    op_outputs,
     random_batch,
     run_python,
     tiny_config,
     tiny_model,
 )
 from huggingface_hub.errors import StrictDataclassError
+from torch import nn
 from torch.func import functional_call
 from transformers import AutoConfig, GenerationConfig, GenerationMixin
 from transformers.generation import utils as generation_utils
@@ -25,9 +27,10 @@ from transformers.testing_utils import CaptureLogger
 
 from hf_rnn import LSTMSeq2SeqConfig, LSTMSeq2SeqForConditionalGeneration
 from hf_rnn.translator import generation_lstm_seq2seq as generation
+from hf_rnn.translator import modeling_lstm_seq2seq as modeling
 from hf_rnn.translator.configuration_lstm_seq2seq import ATTENTION_TYPES, CELL_TYPES
 from hf_rnn.translator.generation_lstm_seq2seq import LiveRows
-from hf_rnn.translator.modeling_lstm_seq2seq import LSTMSeq2SeqUnrolledRNN
+from hf_rnn.translator.modeling_lstm_seq2seq import LSTMSeq2SeqUnrolledRNN, token_cross_entropy
 
 COMBINATIONS = list(itertools.product(CELL_TYPES, ATTENTION_TYPES, [True, False]))
 
@@ -472,6 +475,120 @@ def test_gradcheck_through_time(cell_type, attention_type, input_feeding):
         ).loss
 
     assert torch.autograd.gradcheck(loss, values, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_items_in_batch", [None, 9, torch.tensor(11)])
+@pytest.mark.parametrize("block_elements", [1 << 21, 40])
+def test_token_cross_entropy_equals_torch_s(monkeypatch, num_items_in_batch, block_elements):
+    """The loss (computed over blocks of rows) gives `nn.functional.cross_entropy`'s value and gradient, -100 ignored;
+    a small block makes several blocks of the 21 rows."""
+    monkeypatch.setattr(modeling.TokenCrossEntropy, "BLOCK_ELEMENTS", block_elements)
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 13, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 13, (3, 7))
+    labels[0, 4:] = -100
+    before = logits.detach().clone()
+    ours = token_cross_entropy(logits, labels, num_items_in_batch)
+    flat_logits, flat_labels = logits.reshape(-1, 13), labels.reshape(-1)
+    if num_items_in_batch is None:
+        reference = nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=-100)
+    else:
+        reference = nn.functional.cross_entropy(flat_logits, flat_labels, reduction="sum") / num_items_in_batch
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(torch.autograd.grad(ours, logits)[0], torch.autograd.grad(reference, logits)[0])
+    assert torch.equal(logits.detach(), before)  # float64 blocks are not cast: they must be copied, not overwritten
+    assert torch.autograd.gradcheck(lambda values: token_cross_entropy(values, labels), (logits,))
+
+
+def test_bfloat16_logits_get_a_float32_loss_without_a_float32_copy(monkeypatch):
+    """bfloat16 logits (autocast's) get the loss of their values computed in float64, to float32 rounding, and a
+    bfloat16 gradient; no float32 tensor larger than a block is made in either pass, where
+    `nn.functional.cross_entropy` makes several of the logits' full size (copy, log-softmax, zero-filled gradient)."""
+    monkeypatch.setattr(modeling.TokenCrossEntropy, "BLOCK_ELEMENTS", 64)
+    torch.manual_seed(0)
+    logits = torch.randn(40, 32).bfloat16().requires_grad_()
+    labels = torch.randint(0, 32, (40,))
+    labels[::5] = -100
+    exact = logits.detach().double().requires_grad_()
+    reference = nn.functional.cross_entropy(exact, labels, ignore_index=-100)
+    reference.backward()
+
+    def loss_and_gradient():
+        loss = token_cross_entropy(logits, labels)
+        loss.backward()
+        return loss
+
+    outputs = op_outputs(loss_and_gradient)
+    float32_sizes = [torch.Size(shape).numel() for _, shape, dtype in outputs if dtype == torch.float32]
+    assert max(float32_sizes) <= 64
+    loss = token_cross_entropy(logits, labels)
+    assert loss.dtype == torch.float32 and logits.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(loss.double(), reference.detach(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(logits.grad.double(), exact.grad, rtol=1e-2, atol=1e-4)
+
+
+def _gradients(model, source, labels, torch_cells: bool, monkeypatch, backward_passes: int = 1) -> dict:
+    """Every parameter's gradient after `backward_passes` backward passes of one forward (retain_graph), through the
+    loop's `TimeLoopLinear` products or (`torch_cells`) torch's own cell functions."""
+    with monkeypatch.context() as patch:
+        if torch_cells:
+            patch.setattr(modeling.LSTMSeq2SeqDecoder, "_time_loop_weights", lambda self: None)
+        model.zero_grad()
+        loss = model(input_ids=source, labels=labels).loss
+        for _ in range(backward_passes):
+            loss.backward(retain_graph=True)
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize(
+    "cell_type,layers,attention_type",
+    [("lstm", 1, "general"), ("lstm", 2, "concat"), ("gru", 2, "dot"), ("rnn", 1, "none")],
+)
+def test_the_input_feeding_loop_s_weight_gradients_equal_torch_s_cells(monkeypatch, cell_type, layers, attention_type):
+    """float64: the loop's deferred weight gradients (one product per loop) equal those of torch's cell functions,
+    labels partly ignored, for two backward passes of one graph and with a frozen recurrent weight."""
+    torch.manual_seed(0)
+    config = tiny_config(
+        cell_type=cell_type,
+        num_decoder_layers=layers,
+        attention_type=attention_type,
+        input_feeding=True,
+        dropout=0.0,
+        embedding_dropout=0.0,
+    )
+    model = LSTMSeq2SeqForConditionalGeneration(config).double()
+    source, _ = random_batch([5, 3, 4], config.vocab_size)
+    labels = torch.randint(4, config.decoder_vocab_size, (3, 6))
+    labels[1, 3:] = -100
+    for passes in (1, 2):
+        ours = _gradients(model, source, labels, False, monkeypatch, passes)
+        reference = _gradients(model, source, labels, True, monkeypatch, passes)
+        assert ours.keys() == reference.keys()
+        for name in reference:
+            torch.testing.assert_close(ours[name], reference[name], msg=name)
+    model.model.decoder.rnn.weight_hh_l0.requires_grad_(False)
+    ours = _gradients(model, source, labels, False, monkeypatch)
+    reference = _gradients(model, source, labels, True, monkeypatch)
+    assert "model.decoder.rnn.weight_hh_l0" not in ours and ours.keys() == reference.keys()
+    for name in reference:
+        torch.testing.assert_close(ours[name], reference[name], msg=name)
+
+
+def test_the_input_feeding_loop_computes_each_weight_gradient_in_one_product():
+    """Backward through T input-feeding steps multiplies once for the recurrent weight's gradient, not once per step
+    (T small products and T - 1 accumulations of a weight-sized tensor); under autocast as well."""
+    model = tiny_model(input_feeding=True, dropout=0.0)
+    source, _ = random_batch([5, 3], model.config.vocab_size)
+    labels = torch.randint(4, model.config.decoder_vocab_size, (2, 7))
+    weight_shape = tuple(model.model.decoder.rnn.weight_hh_l0.shape)
+    for autocast in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(input_ids=source, labels=labels).loss
+        outputs = op_outputs(loss.backward)
+        products = [op for op, shape, _ in outputs if op in ("aten.mm", "aten.addmm") and shape == weight_shape]
+        assert len(products) == 1, (autocast, len(products))
+        assert model.model.decoder.rnn.weight_hh_l0.grad.dtype == torch.float32
 
 
 def test_loss_ignores_minus_100_and_matches_manual_cross_entropy():

@@ -98,6 +98,46 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
+# Copied from hf_rnn.translator.modeling_lstm_seq2seq.TokenCrossEntropy
+class TokenCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `logits` (N, V) against `labels` (N,), whose -100 entries are ignored.
+
+    The same value and gradient as `nn.functional.cross_entropy(..., reduction="sum")`, computed in float32 (or
+    float64) over blocks of rows: neither pass makes a full-size float32 copy of low-precision logits, their
+    log-softmax or a zero-filled gradient, and the gradient softmax - one_hot is written in the logits' own dtype. For
+    bfloat16 logits under autocast that is about a tenth of a training step at the peer shape (benchmarks/README.md).
+    """
+
+    BLOCK_ELEMENTS = 1 << 21  # rows per block: at most 8 MiB of float32 temporaries
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        rows = max(1, TokenCrossEntropy.BLOCK_ELEMENTS // logits.shape[-1])
+        counted = labels != -100
+        targets = labels.clamp(min=0).unsqueeze(1)  # (N, 1); ignored rows read column 0 and are masked out
+        with torch.autocast(logits.device.type, enabled=False):
+            log_normalizer = torch.cat([block.to(dtype).logsumexp(-1) for block in logits.split(rows)])  # (N,)
+            total = ((log_normalizer - logits.gather(1, targets).squeeze(1).to(dtype)) * counted).sum()
+        ctx.save_for_backward(logits, targets, counted, log_normalizer)
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_total: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, targets, counted, log_normalizer = ctx.saved_tensors
+        rows = max(1, TokenCrossEntropy.BLOCK_ELEMENTS // logits.shape[-1])
+        weight = counted.to(log_normalizer.dtype) * grad_total  # (N,)
+        grad = torch.empty_like(logits)
+        with torch.autocast(logits.device.type, enabled=False):
+            for start in range(0, logits.shape[0], rows):
+                block = slice(start, start + rows)
+                softmax = logits[block].to(log_normalizer.dtype, copy=True).sub_(log_normalizer[block, None]).exp_()
+                softmax.scatter_add_(1, targets[block], softmax.new_full(targets[block].shape, -1.0))
+                grad[block] = softmax.mul_(weight[block, None])
+        return grad, None
+
+
 # Copied from hf_rnn.translator.modeling_lstm_seq2seq.token_cross_entropy
 def token_cross_entropy(
     logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
@@ -106,12 +146,13 @@ def token_cross_entropy(
 
     Averaged over those tokens; with `num_items_in_batch` (the label tokens of the whole optimizer step, which
     Trainer counts over every gradient-accumulation micro-batch and every process) summed and divided by it
-    instead, so that a step's loss and gradients do not depend on how its batch was split.
+    instead, so that a step's loss and gradients do not depend on how its batch was split. Computed in float32
+    whatever the logits' dtype (see `TokenCrossEntropy`).
     """
     logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device)
+    total = TokenCrossEntropy.apply(logits, labels)
     if num_items_in_batch is None:
-        return nn.functional.cross_entropy(logits, labels, ignore_index=-100)
-    total = nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+        return total / (labels != -100).sum()
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch
@@ -273,6 +314,44 @@ class LSTMCaptionerAttention(GradientCheckpointingLayer):
         return torch.bmm(weights.unsqueeze(1), memory).squeeze(1), weights  # (B, 1, N) @ (B, N, H) -> (B, H)
 
 
+# Copied from hf_rnn.translator.modeling_lstm_seq2seq.TimeLoopLinear
+class TimeLoopLinear(torch.autograd.Function):
+    """`x @ weight.T + bias` at one step of a loop over time, whose weight and bias gradients are one matrix product
+    over all the loop's steps instead of a small product and an accumulation per step.
+
+    Fused RNN kernels (cuDNN, oneDNN) compute weight gradients this way; a Python loop over time (input feeding)
+    otherwise pays for T products of (gates, B) x (B, in) and T - 1 additions of a weight-sized gradient. Each
+    step's backward keeps its input and output gradient in `steps` and returns the input's gradient only. The
+    first step's backward comes last, since every later step's gradient flows through it (its output feeds the
+    recurrence), so it multiplies everything kept at once and returns the weight and bias gradients.
+    `x` is cast to the weight's dtype (the caller casts the weight once per loop, as autocast would per step).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, steps: list, first: bool):
+        ctx.x_dtype, ctx.steps, ctx.first = x.dtype, steps, first
+        x = x.to(weight.dtype)
+        ctx.save_for_backward(x, weight)
+        with torch.autocast(x.device.type, enabled=False):
+            return x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = (grad @ weight).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
+        if not (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+            return grad_x, None, None, None, None
+        ctx.steps.append((x, grad))
+        if not ctx.first:
+            return grad_x, None, None, None, None
+        inputs, grads = (torch.cat(kept) for kept in zip(*ctx.steps))
+        ctx.steps.clear()
+        grad_weight = grads.t() @ inputs if ctx.needs_input_grad[1] else None
+        grad_bias = grads.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias, None, None
+
+
 class LSTMCaptionerDecoder(nn.Module):
     """LSTM over keywords; each step reads [embedding; attention context] (a step loop: the context needs h_{t-1})."""
 
@@ -305,14 +384,40 @@ class LSTMCaptionerDecoder(nn.Module):
         embeddings = self.embed_tokens(input_ids)  # (B, T, E)
         hidden, cell = cache.hidden, cache.cell  # (B, H) each
         output_steps, weight_steps = [], []
-        for embedding in embeddings.unbind(1):  # unbind: one backward node, where indexing makes one per step
+        loop_weights = self._time_loop_weights()
+        for step, embedding in enumerate(embeddings.unbind(1)):  # unbind: one backward node, not one per step
             context, weights = self.attention(hidden, memory, cache.attention_keys)  # (B, H), (B, N)
-            hidden, cell = self.cell(torch.cat([embedding, context], dim=-1), (hidden, cell))  # (B, E + H) in
+            step_input = torch.cat([embedding, context], dim=-1)  # (B, E + H)
+            if loop_weights is None:
+                hidden, cell = self.cell(step_input, (hidden, cell))
+            else:  # nn.LSTMCell's arithmetic, with the weight gradients deferred to one product per loop
+                weight_ih, weight_hh, bias_ih, bias_hh, input_steps, hidden_steps = loop_weights
+                gates = TimeLoopLinear.apply(step_input, weight_ih, bias_ih, input_steps, step == 0)
+                gates = gates + TimeLoopLinear.apply(hidden, weight_hh, bias_hh, hidden_steps, step == 0)
+                i, f, g, o = gates.chunk(4, dim=-1)
+                cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+                hidden = torch.sigmoid(o) * torch.tanh(cell)
             output_steps.append(hidden)
             weight_steps.append(weights)
         outputs = self.dropout(torch.stack(output_steps, dim=1))  # (B, T, H)
         new_cache = LSTMCaptionerCache(hidden, cell, cache.attention_keys, cache.seen_tokens + input_ids.shape[1])
         return outputs, new_cache, torch.stack(weight_steps, dim=1), embeddings
+
+    def _time_loop_weights(self) -> tuple | None:
+        """The cell's (weight_ih, weight_hh, bias_ih, bias_hh) in the dtype of the loop's products (autocast's when
+        it is on, cast once for the whole loop) and two empty lists for `TimeLoopLinear`'s kept steps, when the
+        loop over time trains on a CPU; None otherwise (`nn.LSTMCell`: nothing to differentiate, or another
+        device, where this was not measured)."""
+        parameters = list(self.cell.parameters())
+        if (
+            not torch.is_grad_enabled()
+            or not any(parameter.requires_grad for parameter in parameters)
+            or parameters[0].device.type != "cpu"
+        ):
+            return None
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else parameters[0].dtype
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        return (*(getattr(self.cell, name).to(dtype) for name in names), [], [])
 
 
 class LSTMCaptionerPreTrainedModel(PreTrainedModel):

@@ -91,6 +91,45 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
+class TokenCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `logits` (N, V) against `labels` (N,), whose -100 entries are ignored.
+
+    The same value and gradient as `nn.functional.cross_entropy(..., reduction="sum")`, computed in float32 (or
+    float64) over blocks of rows: neither pass makes a full-size float32 copy of low-precision logits, their
+    log-softmax or a zero-filled gradient, and the gradient softmax - one_hot is written in the logits' own dtype. For
+    bfloat16 logits under autocast that is about a tenth of a training step at the peer shape (benchmarks/README.md).
+    """
+
+    BLOCK_ELEMENTS = 1 << 21  # rows per block: at most 8 MiB of float32 temporaries
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        rows = max(1, TokenCrossEntropy.BLOCK_ELEMENTS // logits.shape[-1])
+        counted = labels != -100
+        targets = labels.clamp(min=0).unsqueeze(1)  # (N, 1); ignored rows read column 0 and are masked out
+        with torch.autocast(logits.device.type, enabled=False):
+            log_normalizer = torch.cat([block.to(dtype).logsumexp(-1) for block in logits.split(rows)])  # (N,)
+            total = ((log_normalizer - logits.gather(1, targets).squeeze(1).to(dtype)) * counted).sum()
+        ctx.save_for_backward(logits, targets, counted, log_normalizer)
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_total: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, targets, counted, log_normalizer = ctx.saved_tensors
+        rows = max(1, TokenCrossEntropy.BLOCK_ELEMENTS // logits.shape[-1])
+        weight = counted.to(log_normalizer.dtype) * grad_total  # (N,)
+        grad = torch.empty_like(logits)
+        with torch.autocast(logits.device.type, enabled=False):
+            for start in range(0, logits.shape[0], rows):
+                block = slice(start, start + rows)
+                softmax = logits[block].to(log_normalizer.dtype, copy=True).sub_(log_normalizer[block, None]).exp_()
+                softmax.scatter_add_(1, targets[block], softmax.new_full(targets[block].shape, -1.0))
+                grad[block] = softmax.mul_(weight[block, None])
+        return grad, None
+
+
 def token_cross_entropy(
     logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -98,12 +137,13 @@ def token_cross_entropy(
 
     Averaged over those tokens; with `num_items_in_batch` (the label tokens of the whole optimizer step, which
     Trainer counts over every gradient-accumulation micro-batch and every process) summed and divided by it
-    instead, so that a step's loss and gradients do not depend on how its batch was split.
+    instead, so that a step's loss and gradients do not depend on how its batch was split. Computed in float32
+    whatever the logits' dtype (see `TokenCrossEntropy`).
     """
     logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device)
+    total = TokenCrossEntropy.apply(logits, labels)
     if num_items_in_batch is None:
-        return nn.functional.cross_entropy(logits, labels, ignore_index=-100)
-    total = nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+        return total / (labels != -100).sum()
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch
@@ -486,6 +526,65 @@ def _graphed(decoder_pass: _DecoderPass, arguments: tuple[torch.Tensor, ...]) ->
         return torch.cuda.make_graphed_callables(decoder_pass, sample, allow_unused_input=True)
 
 
+def recurrent_cell(
+    cell_type: str,
+    input_gates: torch.Tensor,
+    hidden_gates: torch.Tensor,
+    hidden: torch.Tensor,
+    cell: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One step of an LSTM, GRU or tanh RNN cell from its gate pre-activations, as `torch.lstm_cell`, `gru_cell` and
+    `rnn_tanh_cell` compute it: input_gates = x W_ih^T + b_ih and hidden_gates = h W_hh^T + b_hh (B, gates * H),
+    hidden and cell (B, H) -> the new hidden and cell (cell None for GRU/RNN)."""
+    if cell_type == "lstm":
+        i, f, g, o = (input_gates + hidden_gates).chunk(4, dim=-1)
+        cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(cell), cell
+    if cell_type == "gru":
+        (r_x, z_x, n_x), (r_h, z_h, n_h) = input_gates.chunk(3, dim=-1), hidden_gates.chunk(3, dim=-1)
+        r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
+        n = torch.tanh(n_x + r * n_h)
+        return (1 - z) * n + z * hidden, None
+    return torch.tanh(input_gates + hidden_gates), None
+
+
+class TimeLoopLinear(torch.autograd.Function):
+    """`x @ weight.T + bias` at one step of a loop over time, whose weight and bias gradients are one matrix product
+    over all the loop's steps instead of a small product and an accumulation per step.
+
+    Fused RNN kernels (cuDNN, oneDNN) compute weight gradients this way; a Python loop over time (input feeding)
+    otherwise pays for T products of (gates, B) x (B, in) and T - 1 additions of a weight-sized gradient. Each
+    step's backward keeps its input and output gradient in `steps` and returns the input's gradient only. The
+    first step's backward comes last, since every later step's gradient flows through it (its output feeds the
+    recurrence), so it multiplies everything kept at once and returns the weight and bias gradients.
+    `x` is cast to the weight's dtype (the caller casts the weight once per loop, as autocast would per step).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, steps: list, first: bool):
+        ctx.x_dtype, ctx.steps, ctx.first = x.dtype, steps, first
+        x = x.to(weight.dtype)
+        ctx.save_for_backward(x, weight)
+        with torch.autocast(x.device.type, enabled=False):
+            return x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = (grad @ weight).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
+        if not (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+            return grad_x, None, None, None, None
+        ctx.steps.append((x, grad))
+        if not ctx.first:
+            return grad_x, None, None, None, None
+        inputs, grads = (torch.cat(kept) for kept in zip(*ctx.steps))
+        ctx.steps.clear()
+        grad_weight = grads.t() @ inputs if ctx.needs_input_grad[1] else None
+        grad_bias = grads.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias, None, None
+
+
 class LSTMSeq2SeqUnrolledRNN(nn.Module):
     """An `nn.LSTM` / `nn.GRU` / `nn.RNN` (tanh) taken apart into `nn.Linear` projections stepped through time.
 
@@ -532,16 +631,7 @@ class LSTMSeq2SeqUnrolledRNN(nn.Module):
         self, input_gates: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor | None, index: int
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         hidden_gates = self.hidden_projections[index](hidden)  # (B, gates * H)
-        if self.cell_type == "lstm":
-            i, f, g, o = (input_gates + hidden_gates).chunk(4, dim=-1)
-            cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
-            return torch.sigmoid(o) * torch.tanh(cell), cell
-        if self.cell_type == "gru":
-            (r_x, z_x, n_x), (r_h, z_h, n_h) = input_gates.chunk(3, dim=-1), hidden_gates.chunk(3, dim=-1)
-            r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
-            n = torch.tanh(n_x + r * n_h)
-            return (1 - z) * n + z * hidden, None
-        return torch.tanh(input_gates + hidden_gates), None
+        return recurrent_cell(self.cell_type, input_gates, hidden_gates, hidden, cell)
 
     def forward(
         self,
@@ -807,10 +897,11 @@ class LSTMSeq2SeqDecoder(nn.Module):
             hidden, cell, feed = list(cache.hidden.unbind(0)), cache.cell, cache.input_feed  # layers x (B, H)
             cell = None if cell is None else list(cell.unbind(0))
             vector_steps, weight_steps, rnn_steps = [], [], []
+            loop_weights = self._time_loop_weights()
             # unbind: one backward node for all steps, where indexing step t adds a (B, T, E) gradient per step
-            for embedding in embeddings.unbind(1):  # (B, E)
+            for step, embedding in enumerate(embeddings.unbind(1)):  # (B, E)
                 step_input = embedding if feed is None else torch.cat([embedding, feed], dim=-1)
-                rnn_output = self._cell_step(step_input, hidden, cell)  # (B, H)
+                rnn_output = self._cell_step(step_input, hidden, cell, loop_weights, step == 0)  # (B, H)
                 vector, weights = self._attend(rnn_output.unsqueeze(1), memory, memory_mask, cache.attention_keys)
                 if feed is not None:
                     feed = vector.squeeze(1)  # (B, 1, H) -> (B, H)
@@ -829,11 +920,38 @@ class LSTMSeq2SeqDecoder(nn.Module):
         new_cache = LSTMSeq2SeqCache(hidden, cell, feed, cache.attention_keys, cache.seen_tokens + input_ids.shape[1])
         return vectors, new_cache, attention, embeddings, rnn_outputs
 
+    def _time_loop_weights(self) -> list[tuple[torch.Tensor, ...]] | None:
+        """Per layer: (weight_ih, weight_hh, bias_ih, bias_hh) in the dtype of the loop's products (autocast's when
+        it is on, cast once for the whole loop) and two empty lists for `TimeLoopLinear`'s kept steps, when the loop
+        over time trains on a CPU; None otherwise (torch's cell functions: nothing to differentiate, a quantized
+        RNN, or another device, where this was not measured)."""
+        rnn = self.rnn
+        parameters = list(rnn.parameters())
+        if (
+            isinstance(rnn, LSTMSeq2SeqUnrolledRNN)
+            or not torch.is_grad_enabled()
+            or not any(parameter.requires_grad for parameter in parameters)
+            or parameters[0].device.type != "cpu"
+        ):
+            return None
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else parameters[0].dtype
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        return [
+            (*(getattr(rnn, f"{name}_l{layer}").to(dtype) for name in names), [], [])
+            for layer in range(self.config.num_decoder_layers)
+        ]
+
     def _cell_step(
-        self, step_input: torch.Tensor, hidden: list[torch.Tensor], cell: list[torch.Tensor] | None
+        self,
+        step_input: torch.Tensor,
+        hidden: list[torch.Tensor],
+        cell: list[torch.Tensor] | None,
+        loop_weights: list[tuple[torch.Tensor, ...]] | None = None,
+        first_step: bool = False,
     ) -> torch.Tensor:
         """One time step (B, E + H) through every layer, updating `hidden`/`cell` (one (B, H) per layer) in place;
-        returns the top layer's output (B, H).
+        returns the top layer's output (B, H). With `loop_weights` (from `_time_loop_weights`; `first_step` for the
+        loop's first) the cell's products defer their weight gradients to one product per loop.
 
         Input feeding forces a loop over time; calling `nn.LSTM` once per step costs about
         1.5x the forward+backward time of torch's cell functions on the very same weights.
@@ -843,6 +961,13 @@ class LSTMSeq2SeqDecoder(nn.Module):
             state = None if cell is None else cell[layer]
             if isinstance(rnn, LSTMSeq2SeqUnrolledRNN):  # quantized: the cell's products go through nn.Linear
                 hidden[layer], state = rnn.step(step_input, hidden[layer], state, layer)
+            elif loop_weights is not None:
+                weight_ih, weight_hh, bias_ih, bias_hh, input_steps, hidden_steps = loop_weights[layer]
+                input_gates = TimeLoopLinear.apply(step_input, weight_ih, bias_ih, input_steps, first_step)
+                hidden_gates = TimeLoopLinear.apply(hidden[layer], weight_hh, bias_hh, hidden_steps, first_step)
+                hidden[layer], state = recurrent_cell(
+                    self.config.cell_type, input_gates, hidden_gates, hidden[layer], state
+                )
             else:
                 weights = [
                     getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
