@@ -529,10 +529,12 @@ def test_bfloat16_logits_get_a_float32_loss_without_a_float32_copy(monkeypatch):
 
 def _gradients(model, source, labels, torch_cells: bool, monkeypatch, backward_passes: int = 1) -> dict:
     """Every parameter's gradient after `backward_passes` backward passes of one forward (retain_graph), through the
-    loop's `TimeLoopLinear` products or (`torch_cells`) torch's own cell functions."""
+    loop's deferred products (`TimeLoopLinear`, `TimeLoopMemoryProduct`) or (`torch_cells`) torch's own cell
+    functions and attention arithmetic."""
     with monkeypatch.context() as patch:
         if torch_cells:
             patch.setattr(modeling.LSTMSeq2SeqDecoder, "_time_loop_weights", lambda self: None)
+            patch.setattr(modeling.LSTMSeq2SeqDecoder, "_time_loop_attention", lambda self, memory: None)
         model.zero_grad()
         loss = model(input_ids=source, labels=labels).loss
         for _ in range(backward_passes):
@@ -574,21 +576,54 @@ def test_the_input_feeding_loop_s_weight_gradients_equal_torch_s_cells(monkeypat
         torch.testing.assert_close(ours[name], reference[name], msg=name)
 
 
-def test_the_input_feeding_loop_computes_each_weight_gradient_in_one_product():
-    """Backward through T input-feeding steps multiplies once for the recurrent weight's gradient, not once per step
-    (T small products and T - 1 accumulations of a weight-sized tensor); under autocast as well."""
-    model = tiny_model(input_feeding=True, dropout=0.0)
+def test_a_hooked_or_replaced_projection_still_runs_in_the_training_loop():
+    """Deferring gradients reads the projections' weights; a forward hook or an adapter that replaced the layer must
+    still see every step, so the loop then calls the modules as before."""
+    model = tiny_model(input_feeding=True).train()
     source, _ = random_batch([5, 3], model.config.vocab_size)
     labels = torch.randint(4, model.config.decoder_vocab_size, (2, 7))
-    weight_shape = tuple(model.model.decoder.rnn.weight_hh_l0.shape)
+    attention = model.model.decoder.attention
+    calls = []
+    hook = attention.output_proj.register_forward_hook(lambda module, args, out: calls.append(out.shape))
+    model(input_ids=source, labels=labels).loss.backward()
+    hook.remove()
+    assert len(calls) == 7
+
+    class Scaled(nn.Linear):  # an adapter's stand-in: a subclass whose forward differs from its weight's product
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    torch.manual_seed(0)
+    plain = model(input_ids=source, labels=labels).loss
+    scaled = Scaled(attention.output_proj.in_features, attention.output_proj.out_features, bias=False)
+    scaled.weight = attention.output_proj.weight
+    attention.output_proj = scaled
+    torch.manual_seed(0)
+    assert not torch.allclose(model(input_ids=source, labels=labels).loss, plain)
+
+
+@pytest.mark.parametrize("attention_type", ["general", "dot"])
+def test_the_input_feeding_loop_computes_each_weight_gradient_in_one_product(attention_type):
+    """Backward through T input-feeding steps multiplies once for the recurrent weight's and the attention output
+    projection's gradients, and twice (scores, contexts) for the encoder memory's, not once per step (T small
+    products and T - 1 accumulations of a weight- or memory-sized tensor); under autocast as well."""
+    model = tiny_model(input_feeding=True, dropout=0.0, attention_type=attention_type)
+    source, _ = random_batch([5, 3], model.config.vocab_size)
+    labels = torch.randint(4, model.config.decoder_vocab_size, (2, 7))
+    decoder = model.model.decoder
+    weight_shapes = [tuple(decoder.rnn.weight_hh_l0.shape), tuple(decoder.attention.output_proj.weight.shape)]
+    memory_shape = (2, 5, model.config.hidden_size)
     for autocast in (False, True):
         model.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             loss = model(input_ids=source, labels=labels).loss
         outputs = op_outputs(loss.backward)
-        products = [op for op, shape, _ in outputs if op in ("aten.mm", "aten.addmm") and shape == weight_shape]
-        assert len(products) == 1, (autocast, len(products))
-        assert model.model.decoder.rnn.weight_hh_l0.grad.dtype == torch.float32
+        for weight_shape in weight_shapes:
+            products = [op for op, shape, _ in outputs if op in ("aten.mm", "aten.addmm") and shape == weight_shape]
+            assert len(products) == 1, (autocast, weight_shape, len(products))
+        memory_products = [op for op, shape, _ in outputs if op == "aten.bmm" and shape == memory_shape]
+        assert len(memory_products) == 2, (autocast, len(memory_products))
+        assert decoder.rnn.weight_hh_l0.grad.dtype == torch.float32
 
 
 def test_loss_ignores_minus_100_and_matches_manual_cross_entropy():

@@ -314,6 +314,13 @@ class LSTMCaptionerAttention(GradientCheckpointingLayer):
         return torch.bmm(weights.unsqueeze(1), memory).squeeze(1), weights  # (B, 1, N) @ (B, N, H) -> (B, H)
 
 
+# Copied from hf_rnn.translator.modeling_lstm_seq2seq.is_bare_module
+def is_bare_module(module: nn.Module, kind: type) -> bool:
+    """Whether `module` is exactly a `kind` with no forward hooks, so reading its weights is what calling it does."""
+    hooks = (module._forward_hooks, module._forward_pre_hooks, nn.modules.module._global_forward_hooks)
+    return type(module) is kind and not any(hooks) and not nn.modules.module._global_forward_pre_hooks
+
+
 # Copied from hf_rnn.translator.modeling_lstm_seq2seq.TimeLoopLinear
 class TimeLoopLinear(torch.autograd.Function):
     """`x @ weight.T + bias` at one step of a loop over time, whose weight and bias gradients are one matrix product
@@ -406,11 +413,12 @@ class LSTMCaptionerDecoder(nn.Module):
     def _time_loop_weights(self) -> tuple | None:
         """The cell's (weight_ih, weight_hh, bias_ih, bias_hh) in the dtype of the loop's products (autocast's when
         it is on, cast once for the whole loop) and two empty lists for `TimeLoopLinear`'s kept steps, when the
-        loop over time trains on a CPU; None otherwise (`nn.LSTMCell`: nothing to differentiate, or another
-        device, where this was not measured)."""
+        loop over time trains on a CPU; None otherwise (`nn.LSTMCell`: nothing to differentiate, another device,
+        where this was not measured, or a cell that was replaced or has forward hooks, which must run)."""
         parameters = list(self.cell.parameters())
         if (
-            not torch.is_grad_enabled()
+            not is_bare_module(self.cell, nn.LSTMCell)
+            or not torch.is_grad_enabled()
             or not any(parameter.requires_grad for parameter in parameters)
             or parameters[0].device.type != "cpu"
         ):

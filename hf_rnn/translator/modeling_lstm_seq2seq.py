@@ -548,6 +548,12 @@ def recurrent_cell(
     return torch.tanh(input_gates + hidden_gates), None
 
 
+def is_bare_module(module: nn.Module, kind: type) -> bool:
+    """Whether `module` is exactly a `kind` with no forward hooks, so reading its weights is what calling it does."""
+    hooks = (module._forward_hooks, module._forward_pre_hooks, nn.modules.module._global_forward_hooks)
+    return type(module) is kind and not any(hooks) and not nn.modules.module._global_forward_pre_hooks
+
+
 class TimeLoopLinear(torch.autograd.Function):
     """`x @ weight.T + bias` at one step of a loop over time, whose weight and bias gradients are one matrix product
     over all the loop's steps instead of a small product and an accumulation per step.
@@ -583,6 +589,52 @@ class TimeLoopLinear(torch.autograd.Function):
         grad_weight = grads.t() @ inputs if ctx.needs_input_grad[1] else None
         grad_bias = grads.sum(0) if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, None, None
+
+
+class TimeLoopMemoryProduct(torch.autograd.Function):
+    """`bmm(a, memory)`, or `bmm(a, memory.transpose(1, 2))` when `transposed`, at one step of a loop over time that
+    reads the same memory (B, S, H) at every step (attention scores and contexts): memory's gradient is one batched
+    product over all steps instead of one per step and T - 1 accumulations of a (B, S, H) gradient. Kept steps and
+    the first step's role as in `TimeLoopLinear`; `a` is cast to the memory's dtype."""
+
+    @staticmethod
+    def forward(ctx, a, memory, transposed: bool, steps: list, first: bool):
+        ctx.a_dtype, ctx.transposed, ctx.steps, ctx.first = a.dtype, transposed, steps, first
+        a = a.to(memory.dtype)
+        ctx.save_for_backward(a, memory)
+        with torch.autocast(a.device.type, enabled=False):
+            return torch.bmm(a, memory.transpose(1, 2) if transposed else memory)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        a, memory = ctx.saved_tensors
+        grad = grad.to(memory.dtype)
+        grad_a = None
+        if ctx.needs_input_grad[0]:
+            grad_a = torch.bmm(grad, memory if ctx.transposed else memory.transpose(1, 2)).to(ctx.a_dtype)
+        if not ctx.needs_input_grad[1]:
+            return grad_a, None, None, None, None
+        ctx.steps.append((a, grad))
+        if not ctx.first:
+            return grad_a, None, None, None, None
+        reads, grads = (torch.cat(kept, dim=1) for kept in zip(*ctx.steps))  # (B, all steps' rows, ...)
+        ctx.steps.clear()
+        if ctx.transposed:
+            return grad_a, torch.bmm(grads.transpose(1, 2), reads), None, None, None
+        return grad_a, torch.bmm(reads.transpose(1, 2), grads), None, None, None
+
+
+class TimeLoopAttention:
+    """The attention's projections and the encoder memory for one training loop over time, cast once to the dtype of
+    the loop's products, with the steps `TimeLoopLinear` and `TimeLoopMemoryProduct` keep for their gradients."""
+
+    def __init__(self, attention: "LSTMSeq2SeqAttention", memory: torch.Tensor, dtype: torch.dtype):
+        self.memory = memory.to(dtype)
+        query_proj = getattr(attention, "query_proj", None)
+        self.query_weight = None if query_proj is None else query_proj.weight.to(dtype)
+        self.output_weight = attention.output_proj.weight.to(dtype)
+        self.kept = {name: [] for name in ("query", "scores", "context", "output")}
 
 
 class LSTMSeq2SeqUnrolledRNN(nn.Module):
@@ -733,9 +785,16 @@ class LSTMSeq2SeqAttention(GradientCheckpointingLayer):
         memory: torch.Tensor,
         memory_mask: torch.Tensor,
         keys: torch.Tensor | None,
+        loop: TimeLoopAttention | None = None,
+        first_step: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """query (B, T, H) decoder outputs, memory (B, S, H) encoder outputs, memory_mask (B, S) bool (True for real
-        tokens), keys (B, S, H) from `project_keys` -> attentional vectors (B, T, H) and weights (B, T, S)."""
+        tokens), keys (B, S, H) from `project_keys` -> attentional vectors (B, T, H) and weights (B, T, S).
+
+        `loop` (one step of a training loop over time; `first_step` for its first): the same arithmetic with the
+        projections' and the memory's gradients deferred to one product per loop."""
+        if loop is not None:
+            return self._loop_step(query, memory_mask, keys, loop, first_step)
         if self.attention_type == "dot":
             scores = torch.bmm(query, memory.transpose(1, 2))  # (B, T, S)
         elif self.attention_type == "general":
@@ -747,6 +806,28 @@ class LSTMSeq2SeqAttention(GradientCheckpointingLayer):
         weights = torch.softmax(scores, dim=-1)  # (B, T, S), zero at padding
         context = torch.bmm(weights, memory)  # (B, T, H)
         return torch.tanh(self.output_proj(torch.cat([context, query], dim=-1))), weights  # (B, T, 2H) -> (B, T, H)
+
+    def _loop_step(
+        self, query: torch.Tensor, memory_mask: torch.Tensor, keys: torch.Tensor | None, loop: TimeLoopAttention, first
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward`'s arithmetic through `TimeLoopLinear` and `TimeLoopMemoryProduct`."""
+        kept = loop.kept
+
+        def project(values: torch.Tensor, weight: torch.Tensor, name: str) -> torch.Tensor:
+            rows = values.reshape(-1, values.shape[-1])
+            return TimeLoopLinear.apply(rows, weight, None, kept[name], first).view(*values.shape[:-1], -1)
+
+        if self.attention_type == "concat":
+            energy = torch.tanh(project(query, loop.query_weight, "query").unsqueeze(2) + keys.unsqueeze(1))
+            scores = self.energy(energy).squeeze(-1)  # (B, T, S)
+        else:
+            queries = query if self.attention_type == "dot" else project(query, loop.query_weight, "query")
+            scores = TimeLoopMemoryProduct.apply(queries, loop.memory, True, kept["scores"], first)  # (B, T, S)
+        scores = scores.masked_fill(~memory_mask.unsqueeze(1), torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1)
+        context = TimeLoopMemoryProduct.apply(weights, loop.memory, False, kept["context"], first)  # (B, T, H)
+        combined = torch.cat([context, query.to(context.dtype)], dim=-1)  # (B, T, 2H)
+        return torch.tanh(project(combined, loop.output_weight, "output")), weights
 
 
 class LSTMSeq2SeqEncoder(nn.Module):
@@ -897,12 +978,14 @@ class LSTMSeq2SeqDecoder(nn.Module):
             hidden, cell, feed = list(cache.hidden.unbind(0)), cache.cell, cache.input_feed  # layers x (B, H)
             cell = None if cell is None else list(cell.unbind(0))
             vector_steps, weight_steps, rnn_steps = [], [], []
-            loop_weights = self._time_loop_weights()
+            loop_weights, attention_loop = self._time_loop_weights(), self._time_loop_attention(memory)
             # unbind: one backward node for all steps, where indexing step t adds a (B, T, E) gradient per step
             for step, embedding in enumerate(embeddings.unbind(1)):  # (B, E)
                 step_input = embedding if feed is None else torch.cat([embedding, feed], dim=-1)
                 rnn_output = self._cell_step(step_input, hidden, cell, loop_weights, step == 0)  # (B, H)
-                vector, weights = self._attend(rnn_output.unsqueeze(1), memory, memory_mask, cache.attention_keys)
+                vector, weights = self._attend(
+                    rnn_output.unsqueeze(1), memory, memory_mask, cache.attention_keys, attention_loop, step == 0
+                )
                 if feed is not None:
                     feed = vector.squeeze(1)  # (B, 1, H) -> (B, H)
                 rnn_steps.append(rnn_output)
@@ -920,26 +1003,45 @@ class LSTMSeq2SeqDecoder(nn.Module):
         new_cache = LSTMSeq2SeqCache(hidden, cell, feed, cache.attention_keys, cache.seen_tokens + input_ids.shape[1])
         return vectors, new_cache, attention, embeddings, rnn_outputs
 
+    def _defers_loop_gradients(self, module: nn.Module) -> bool:
+        """Whether a loop over time defers `module`'s gradients (`TimeLoopLinear`): when it trains on a CPU (measured
+        there), not for a quantized RNN or without anything to differentiate."""
+        parameters = list(module.parameters())
+        return (
+            torch.is_grad_enabled()
+            and not isinstance(self.rnn, LSTMSeq2SeqUnrolledRNN)
+            and any(parameter.requires_grad for parameter in parameters)
+            and parameters[0].device.type == "cpu"
+        )
+
+    @staticmethod
+    def _loop_dtype(parameter: torch.Tensor) -> torch.dtype:
+        """The dtype of a training loop's products: autocast's when it is on (the casts are made once per loop)."""
+        return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else parameter.dtype
+
     def _time_loop_weights(self) -> list[tuple[torch.Tensor, ...]] | None:
-        """Per layer: (weight_ih, weight_hh, bias_ih, bias_hh) in the dtype of the loop's products (autocast's when
-        it is on, cast once for the whole loop) and two empty lists for `TimeLoopLinear`'s kept steps, when the loop
-        over time trains on a CPU; None otherwise (torch's cell functions: nothing to differentiate, a quantized
-        RNN, or another device, where this was not measured)."""
-        rnn = self.rnn
-        parameters = list(rnn.parameters())
-        if (
-            isinstance(rnn, LSTMSeq2SeqUnrolledRNN)
-            or not torch.is_grad_enabled()
-            or not any(parameter.requires_grad for parameter in parameters)
-            or parameters[0].device.type != "cpu"
-        ):
+        """Per layer: (weight_ih, weight_hh, bias_ih, bias_hh) in the dtype of the loop's products and two empty lists
+        for `TimeLoopLinear`'s kept steps, when the loop defers the cell's gradients; None otherwise (torch's cell
+        functions)."""
+        if not self._defers_loop_gradients(self.rnn):
             return None
-        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else parameters[0].dtype
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        dtype, names = self._loop_dtype(self.rnn.weight_ih_l0), ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
         return [
-            (*(getattr(rnn, f"{name}_l{layer}").to(dtype) for name in names), [], [])
+            (*(getattr(self.rnn, f"{name}_l{layer}").to(dtype) for name in names), [], [])
             for layer in range(self.config.num_decoder_layers)
         ]
+
+    def _time_loop_attention(self, memory: torch.Tensor) -> TimeLoopAttention | None:
+        """The attention's state for a loop that defers its gradients; None without attention, when activation
+        checkpointing recomputes the attention layer (its recomputed steps would be kept twice), or when a
+        projection is not a bare `nn.Linear` (an adapter that replaced it, or forward hooks, must run)."""
+        attention = self.attention
+        if attention is None or attention.gradient_checkpointing or not self._defers_loop_gradients(attention):
+            return None
+        projections = [getattr(attention, name, None) for name in ("query_proj", "output_proj")]
+        if any(module is not None and not is_bare_module(module, nn.Linear) for module in projections):
+            return None
+        return TimeLoopAttention(attention, memory, self._loop_dtype(attention.output_proj.weight))
 
     def _cell_step(
         self,
@@ -985,10 +1087,17 @@ class LSTMSeq2SeqDecoder(nn.Module):
         return hidden[-1]
 
     def _attend(
-        self, rnn_output: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor, keys: torch.Tensor | None
+        self,
+        rnn_output: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        keys: torch.Tensor | None,
+        loop: TimeLoopAttention | None = None,
+        first_step: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(R, T, H) decoder outputs for R = k x B rows, k consecutive ones per source of memory (B, S, H) ->
-        attentional vectors (R, T, H) after dropout, weights (R, T, S) or None.
+        attentional vectors (R, T, H) after dropout, weights (R, T, S) or None. `loop`, `first_step`: see
+        `LSTMSeq2SeqAttention.forward`.
 
         A source's k rows attend as one row of k x T queries: the memory is read once per source, not copied k
         times (beam search's beams)."""
@@ -996,7 +1105,7 @@ class LSTMSeq2SeqDecoder(nn.Module):
             return self.dropout(rnn_output), None
         rows, steps = rnn_output.shape[:2]
         queries = rnn_output.reshape(memory.shape[0], -1, rnn_output.shape[-1])  # (B, k x T, H)
-        vector, weights = self.attention(queries, memory, memory_mask, keys)
+        vector, weights = self.attention(queries, memory, memory_mask, keys, loop, first_step)
         return self.dropout(vector.reshape(rows, steps, -1)), weights.reshape(rows, steps, -1)
 
 
