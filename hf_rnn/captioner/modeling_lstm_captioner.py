@@ -414,11 +414,13 @@ class LSTMCaptionerDecoder(nn.Module):
         """The cell's (weight_ih, weight_hh, bias_ih, bias_hh) in the dtype of the loop's products (autocast's when
         it is on, cast once for the whole loop) and two empty lists for `TimeLoopLinear`'s kept steps, when the
         loop over time trains on a CPU; None otherwise (`nn.LSTMCell`: nothing to differentiate, another device,
-        where this was not measured, or a cell that was replaced or has forward hooks, which must run)."""
+        where this was not measured, a cell that was replaced or has forward hooks, which must run, or torch.compile
+        tracing the loop)."""
         parameters = list(self.cell.parameters())
         if (
             not is_bare_module(self.cell, nn.LSTMCell)
             or not torch.is_grad_enabled()
+            or torch.compiler.is_compiling()
             or not any(parameter.requires_grad for parameter in parameters)
             or parameters[0].device.type != "cpu"
         ):

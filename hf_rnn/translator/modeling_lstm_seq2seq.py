@@ -1005,10 +1005,12 @@ class LSTMSeq2SeqDecoder(nn.Module):
 
     def _defers_loop_gradients(self, module: nn.Module) -> bool:
         """Whether a loop over time defers `module`'s gradients (`TimeLoopLinear`): when it trains on a CPU (measured
-        there), not for a quantized RNN or without anything to differentiate."""
+        there), not for a quantized RNN, without anything to differentiate, or while torch.compile traces the loop
+        (the kept steps are Python state outside its graph)."""
         parameters = list(module.parameters())
         return (
             torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
             and not isinstance(self.rnn, LSTMSeq2SeqUnrolledRNN)
             and any(parameter.requires_grad for parameter in parameters)
             and parameters[0].device.type == "cpu"
