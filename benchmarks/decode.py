@@ -47,10 +47,9 @@ class TorchTranslator:
     """`model.generate()` on a saved folder (fp32, bf16 or int8), with its transformers tokenizer."""
 
     def __init__(self, args: argparse.Namespace):
+        import hf_rnn  # noqa: F401, I001  (registers the model classes; first, as the CLI does: its MKL setting)
         import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-        import hf_rnn  # noqa: F401  (registers the model classes)
 
         if args.threads:
             torch.set_num_threads(args.threads)

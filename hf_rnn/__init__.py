@@ -2,9 +2,19 @@
 
 Importing the package registers every model with the Auto classes and its pipelines with `pipeline()`, so
 `AutoModelForSeq2SeqLM.from_pretrained(dir)` and `pipeline("translation", model=dir)` work without remote code.
+
+Imported before torch (`python -m hf_rnn.translate`, `hf-rnn-train`), it also sets `MKL_DISABLE_FAST_MM=1` unless the
+environment already sets it: MKL otherwise keeps its matrix products' packing buffers for the life of the process,
+about 37 MiB of beam-5 decoding's peak memory, and reads the setting only when torch loads it (benchmarks/README.md).
 """
 
-from transformers import (
+import os
+import sys
+
+if "torch" not in sys.modules:
+    os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
+
+from transformers import (  # after the MKL setting, which must precede torch
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
