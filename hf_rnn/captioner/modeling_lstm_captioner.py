@@ -417,14 +417,10 @@ class LSTMCaptionerDecoder(nn.Module):
         loop over time trains on a CPU; None otherwise (`nn.LSTMCell`: nothing to differentiate, another device,
         where this was not measured, a cell that was replaced or has forward hooks, which must run, or torch.compile
         tracing the loop)."""
+        if not torch.is_grad_enabled() or torch.compiler.is_compiling() or not is_bare_module(self.cell, nn.LSTMCell):
+            return None  # generate()'s steps return here
         parameters = list(self.cell.parameters())
-        if (
-            not is_bare_module(self.cell, nn.LSTMCell)
-            or not torch.is_grad_enabled()
-            or torch.compiler.is_compiling()
-            or not any(parameter.requires_grad for parameter in parameters)
-            or parameters[0].device.type != "cpu"
-        ):
+        if not any(parameter.requires_grad for parameter in parameters) or parameters[0].device.type != "cpu":
             return None
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else parameters[0].dtype
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")

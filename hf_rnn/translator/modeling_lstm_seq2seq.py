@@ -1008,14 +1008,14 @@ class LSTMSeq2SeqDecoder(nn.Module):
         """Whether a loop over time defers `module`'s gradients (`TimeLoopLinear`): when it trains on a CPU (measured
         there), not for a quantized RNN, without anything to differentiate, or while torch.compile traces the loop
         (the kept steps are Python state outside its graph)."""
+        if (
+            not torch.is_grad_enabled()
+            or torch.compiler.is_compiling()
+            or isinstance(self.rnn, LSTMSeq2SeqUnrolledRNN)
+        ):
+            return False  # generate()'s steps return here
         parameters = list(module.parameters())
-        return (
-            torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()
-            and not isinstance(self.rnn, LSTMSeq2SeqUnrolledRNN)
-            and any(parameter.requires_grad for parameter in parameters)
-            and parameters[0].device.type == "cpu"
-        )
+        return any(parameter.requires_grad for parameter in parameters) and parameters[0].device.type == "cpu"
 
     @staticmethod
     def _loop_dtype(parameter: torch.Tensor) -> torch.dtype:
