@@ -4,6 +4,7 @@ import copy
 import itertools
 import json
 import logging
+from functools import partial
 
 import pytest
 import torch
@@ -477,30 +478,39 @@ def test_gradcheck_through_time(cell_type, attention_type, input_feeding):
     assert torch.autograd.gradcheck(loss, values, eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
 @pytest.mark.parametrize("num_items_in_batch", [None, 9, torch.tensor(11)])
 @pytest.mark.parametrize("block_elements", [1 << 21, 40])
-def test_token_cross_entropy_equals_torch_s(monkeypatch, num_items_in_batch, block_elements):
-    """The loss (computed over blocks of rows) gives `nn.functional.cross_entropy`'s value and gradient, -100 ignored;
-    a small block makes several blocks of the 21 rows."""
+def test_token_cross_entropy_equals_torch_s(monkeypatch, num_items_in_batch, block_elements, label_smoothing):
+    """The loss (computed over blocks of rows) gives `nn.functional.cross_entropy`'s value and gradient, -100 ignored,
+    with and without label smoothing; a small block makes several blocks of the 21 rows."""
     monkeypatch.setattr(modeling.TokenCrossEntropy, "BLOCK_ELEMENTS", block_elements)
     torch.manual_seed(0)
     logits = torch.randn(3, 7, 13, dtype=torch.float64, requires_grad=True)
     labels = torch.randint(0, 13, (3, 7))
     labels[0, 4:] = -100
     before = logits.detach().clone()
-    ours = token_cross_entropy(logits, labels, num_items_in_batch)
+    ours = token_cross_entropy(logits, labels, num_items_in_batch, label_smoothing)
     flat_logits, flat_labels = logits.reshape(-1, 13), labels.reshape(-1)
+    torch_loss = partial(nn.functional.cross_entropy, flat_logits, flat_labels, label_smoothing=label_smoothing)
     if num_items_in_batch is None:
-        reference = nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=-100)
+        reference = torch_loss(ignore_index=-100)
     else:
-        reference = nn.functional.cross_entropy(flat_logits, flat_labels, reduction="sum") / num_items_in_batch
+        reference = torch_loss(reduction="sum") / num_items_in_batch
     torch.testing.assert_close(ours, reference)
     torch.testing.assert_close(torch.autograd.grad(ours, logits)[0], torch.autograd.grad(reference, logits)[0])
     assert torch.equal(logits.detach(), before)  # float64 blocks are not cast: they must be copied, not overwritten
-    assert torch.autograd.gradcheck(lambda values: token_cross_entropy(values, labels), (logits,))
+    smoothed = partial(token_cross_entropy, labels=labels, label_smoothing=label_smoothing)
+    assert torch.autograd.gradcheck(smoothed, (logits,))
 
 
-def test_bfloat16_logits_get_a_float32_loss_without_a_float32_copy(monkeypatch):
+def test_label_smoothing_outside_0_to_1_is_named():
+    with pytest.raises(ValueError, match="`label_smoothing` must be in \\[0, 1\\], got 1.5"):
+        token_cross_entropy(torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), label_smoothing=1.5)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_bfloat16_logits_get_a_float32_loss_without_a_float32_copy(monkeypatch, label_smoothing):
     """bfloat16 logits (autocast's) get the loss of their values computed in float64, to float32 rounding, and a
     bfloat16 gradient; no float32 tensor larger than a block is made in either pass, where
     `nn.functional.cross_entropy` makes several of the logits' full size (copy, log-softmax, zero-filled gradient)."""
@@ -510,18 +520,18 @@ def test_bfloat16_logits_get_a_float32_loss_without_a_float32_copy(monkeypatch):
     labels = torch.randint(0, 32, (40,))
     labels[::5] = -100
     exact = logits.detach().double().requires_grad_()
-    reference = nn.functional.cross_entropy(exact, labels, ignore_index=-100)
+    reference = nn.functional.cross_entropy(exact, labels, ignore_index=-100, label_smoothing=label_smoothing)
     reference.backward()
 
     def loss_and_gradient():
-        loss = token_cross_entropy(logits, labels)
+        loss = token_cross_entropy(logits, labels, label_smoothing=label_smoothing)
         loss.backward()
         return loss
 
     outputs = op_outputs(loss_and_gradient)
     float32_sizes = [torch.Size(shape).numel() for _, shape, dtype in outputs if dtype == torch.float32]
     assert max(float32_sizes) <= 64
-    loss = token_cross_entropy(logits, labels)
+    loss = token_cross_entropy(logits, labels, label_smoothing=label_smoothing)
     assert loss.dtype == torch.float32 and logits.grad.dtype == torch.bfloat16
     torch.testing.assert_close(loss.double(), reference.detach(), rtol=1e-6, atol=0)
     torch.testing.assert_close(logits.grad.double(), exact.grad, rtol=1e-2, atol=1e-4)

@@ -2,6 +2,7 @@
 uploads that carry no secret."""
 
 import copy
+import inspect
 import logging
 import mmap
 import os
@@ -121,6 +122,23 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
         if labels is not None:  # summed as a tensor: reading it every step would stall a GPU
             self._target_tokens = self._target_tokens + (labels != -100).sum()
         return super().training_step(model, inputs, num_items_in_batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Trainer's loss; with `label_smoothing_factor`, a model whose `forward` takes `label_smoothing` (the
+        translator, the captioner) computes the smoothed loss itself, in float32 blocks, instead of Trainer's
+        `LabelSmoother`, which takes the log-softmax of the logits in their own dtype (bfloat16 under `--bf16`) and
+        makes several full-size copies of them. The value is the same; other models keep `LabelSmoother`."""
+        smoother = self.label_smoother
+        if smoother is None or self.compute_loss_func is not None or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if "label_smoothing" not in inspect.signature(self.accelerator.unwrap_model(model).forward).parameters:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        self.label_smoother = None
+        try:
+            smoothed = {**inputs, "label_smoothing": smoother.epsilon}
+            return super().compute_loss(model, smoothed, return_outputs, num_items_in_batch)
+        finally:
+            self.label_smoother = smoother
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         now = time.perf_counter()

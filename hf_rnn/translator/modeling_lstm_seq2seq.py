@@ -92,9 +92,12 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
 
 
 class TokenCrossEntropy(torch.autograd.Function):
-    """Summed cross-entropy of `logits` (N, V) against `labels` (N,), whose -100 entries are ignored.
+    """Summed cross-entropy of `logits` (N, V) against `labels` (N,), whose -100 entries are ignored, with
+    `label_smoothing` ε the target distribution (1 - ε)·one_hot + ε/V (Szegedy et al., 2016, "Rethinking the
+    Inception Architecture", section 7).
 
-    The same value and gradient as `nn.functional.cross_entropy(..., reduction="sum")`, computed in float32 (or
+    The same value and gradient as `nn.functional.cross_entropy(..., reduction="sum", label_smoothing=ε)` (and as
+    Trainer's `LabelSmoother`, which reads the same distribution), computed in float32 (or
     float64) over blocks of rows: neither pass makes a full-size float32 copy of low-precision logits, their
     log-softmax or a zero-filled gradient, and the gradient softmax - one_hot is written in the logits' own dtype.
     For bfloat16 logits under autocast, those copies took 44 ms of a 265 ms training step at the peer shape
@@ -104,45 +107,70 @@ class TokenCrossEntropy(torch.autograd.Function):
     BLOCK_ELEMENTS = 1 << 21  # logits per block of rows: at most 8 MiB of float32 temporaries
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         dtype = torch.promote_types(logits.dtype, torch.float32)
         rows = max(1, TokenCrossEntropy.BLOCK_ELEMENTS // logits.shape[-1])
         counted = labels != -100
         targets = labels.clamp(min=0).unsqueeze(1)  # (N, 1); ignored rows read column 0 and are masked out
         with torch.autocast(logits.device.type, enabled=False):
-            log_normalizer = torch.cat([block.to(dtype).logsumexp(-1) for block in logits.split(rows)])  # (N,)
-            total = ((log_normalizer - logits.gather(1, targets).squeeze(1).to(dtype)) * counted).sum()
+            log_normalizers, mean_logits = [], []
+            for block in logits.split(rows):
+                block = block.to(dtype)
+                log_normalizers.append(block.logsumexp(-1))
+                if label_smoothing:
+                    mean_logits.append(block.mean(-1))
+            log_normalizer = torch.cat(log_normalizers)  # (N,)
+            # -log p(target) = log_normalizer - target logit; the uniform part's mean -log p is log_normalizer - mean.
+            target_logits = logits.gather(1, targets).squeeze(1).to(dtype)
+            if label_smoothing:
+                target_logits = (1 - label_smoothing) * target_logits + label_smoothing * torch.cat(mean_logits)
+            total = ((log_normalizer - target_logits) * counted).sum()
         ctx.save_for_backward(logits, targets, counted, log_normalizer)
+        ctx.label_smoothing = label_smoothing
         return total
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_total: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx, grad_total: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         logits, targets, counted, log_normalizer = ctx.saved_tensors
         rows = max(1, TokenCrossEntropy.BLOCK_ELEMENTS // logits.shape[-1])
         weight = counted.to(log_normalizer.dtype) * grad_total  # (N,)
         grad = torch.empty_like(logits)
+        uniform = ctx.label_smoothing / logits.shape[-1]
         with torch.autocast(logits.device.type, enabled=False):
             for start in range(0, logits.shape[0], rows):
                 block = slice(start, start + rows)
                 softmax = logits[block].to(log_normalizer.dtype, copy=True).sub_(log_normalizer[block, None]).exp_()
-                softmax.scatter_add_(1, targets[block], softmax.new_full(targets[block].shape, -1.0))
+                if uniform:
+                    softmax.sub_(uniform)
+                softmax.scatter_add_(
+                    1, targets[block], softmax.new_full(targets[block].shape, ctx.label_smoothing - 1)
+                )
                 grad[block] = softmax.mul_(weight[block, None])
-        return grad, None
+        return grad, None, None
 
 
 def token_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: int | torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Cross-entropy of `logits` (batch, len, vocab) against `labels` (batch, len) over the labels that are not -100.
 
     Averaged over those tokens; with `num_items_in_batch` (the label tokens of the whole optimizer step, which
     Trainer counts over every gradient-accumulation micro-batch and every process) summed and divided by it
-    instead, so that a step's loss and gradients do not depend on how its batch was split. Computed in float32
+    instead, so that a step's loss and gradients do not depend on how its batch was split. `label_smoothing` in
+    [0, 1] mixes the uniform distribution into the target as `nn.functional.cross_entropy` does. Computed in float32
     whatever the logits' dtype (see `TokenCrossEntropy`).
+
+    Raises:
+        ValueError: `label_smoothing` outside [0, 1].
     """
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"`label_smoothing` must be in [0, 1], got {label_smoothing}.")
     logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device)
-    total = TokenCrossEntropy.apply(logits, labels)
+    total = TokenCrossEntropy.apply(logits, labels, float(label_smoothing))
     if num_items_in_batch is None:
         return total / (labels != -100).sum()
     if torch.is_tensor(num_items_in_batch):
@@ -1433,13 +1461,15 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, LSTMSeq2Se
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
         """`LSTMSeq2SeqModel.forward` plus the softmax layer: `logits` (B, T, decoder_vocab_size).
 
         `labels` (B, T) use -100 for positions the loss ignores (padding), as everywhere in transformers; without
         `decoder_input_ids` they are shifted right into them. The loss is their mean token cross-entropy, or the
-        sum over `num_items_in_batch` when given (see `token_cross_entropy`).
+        sum over `num_items_in_batch` when given, against targets smoothed by `label_smoothing` (see
+        `token_cross_entropy`; Trainer's `label_smoothing_factor` arrives here through `RecurrentSeq2SeqTrainer`).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if (
@@ -1479,7 +1509,7 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, LSTMSeq2Se
             return_dict=True,
         )
         logits = self.lm_head(outputs.last_hidden_state)  # (B, T, H) -> (B, T, target vocabulary)
-        loss = None if labels is None else token_cross_entropy(logits, labels, num_items_in_batch)
+        loss = None if labels is None else token_cross_entropy(logits, labels, num_items_in_batch, label_smoothing)
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
