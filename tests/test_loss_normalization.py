@@ -23,6 +23,7 @@ import datasets
 import pytest
 import torch
 from transformers import Seq2SeqTrainingArguments
+from transformers.trainer_pt_utils import LabelSmoother
 
 from hf_rnn import (
     LSTMCaptionerConfig,
@@ -30,7 +31,7 @@ from hf_rnn import (
     LSTMSeq2SeqConfig,
     LSTMSeq2SeqForConditionalGeneration,
 )
-from hf_rnn.training.trainer import RecurrentSeq2SeqTrainer
+from hf_rnn.training.trainer import Float32LabelSmoother, RecurrentSeq2SeqTrainer
 
 NUM_EXAMPLES = 8
 SPLITS = [(8, 1), (4, 2), (2, 4)]  # (per-device batch, gradient accumulation steps)
@@ -107,8 +108,8 @@ def test_gradient_accumulation_gives_the_loss_and_gradient_of_the_whole_batch(ki
 @pytest.mark.parametrize("kind", ["translator", "captioner"])
 def test_label_smoothing_of_bfloat16_logits_is_computed_in_float32(kind, tmp_path):
     """Under `--bf16` the model returns bfloat16 logits; Trainer's `LabelSmoother` took their log-softmax in bfloat16
-    (0.09-0.35 % off here). The trainer now hands `label_smoothing_factor` to the model's own loss, which gives
-    the float64 value of those logits to float32 rounding."""
+    (0.09-0.35 % off here). The trainer's smoother now gives the float64 value of those logits to float32
+    rounding."""
     model, dataset = build(kind)
     args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), label_smoothing_factor=0.1, use_cpu=True, report_to=[])
     trainer = RecurrentSeq2SeqTrainer(model=model, args=args, train_dataset=dataset)
@@ -119,7 +120,20 @@ def test_label_smoothing_of_bfloat16_logits_is_computed_in_float32(kind, tmp_pat
     logits, labels = outputs.logits.double().flatten(0, 1), batch["labels"].flatten()
     reference = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100, label_smoothing=0.1)
     torch.testing.assert_close(loss.double(), reference, rtol=1e-6, atol=0)
-    assert trainer.label_smoother is not None  # restored for evaluation and other models
+
+
+@pytest.mark.parametrize("shift_labels", [False, True])
+@pytest.mark.parametrize("num_items_in_batch", [None, 17])
+def test_the_float32_label_smoother_equals_transformers_label_smoother(shift_labels, num_items_in_batch):
+    """Same value and gradient as `LabelSmoother` in float64, for sequence-to-sequence and shifted (causal) labels."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 6, 11, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 11, (3, 6))
+    labels[1, 3:] = -100
+    ours = Float32LabelSmoother(epsilon=0.2)({"logits": logits}, labels, shift_labels, num_items_in_batch)
+    reference = LabelSmoother(epsilon=0.2)({"logits": logits}, labels, shift_labels, num_items_in_batch)
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(torch.autograd.grad(ours, logits)[0], torch.autograd.grad(reference, logits)[0])
 
 
 @pytest.mark.slow

@@ -721,15 +721,13 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
-        label_smoothing: float = 0.0,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
         """`LSTMCaptionerModel.forward` plus the softmax layer: `logits` (B, T, vocab_size).
 
         `labels` (B, T): keyword ids ending with `</s>`, -100 where the loss ignores them (padding); without
         `decoder_input_ids` they are shifted right into them. The loss is their mean token cross-entropy, or the
-        sum over `num_items_in_batch` when given, against targets smoothed by `label_smoothing` (see
-        `token_cross_entropy`; Trainer's `label_smoothing_factor` arrives here through `RecurrentSeq2SeqTrainer`).
+        sum over `num_items_in_batch` when given (see `token_cross_entropy`).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if labels is not None:
@@ -756,7 +754,7 @@ class LSTMCaptionerForConditionalGeneration(LSTMCaptionerPreTrainedModel, Genera
             return_dict=True,
         )
         logits = self.lm_head(outputs.last_hidden_state)
-        loss = None if labels is None else token_cross_entropy(logits, labels, num_items_in_batch, label_smoothing)
+        loss = None if labels is None else token_cross_entropy(logits, labels, num_items_in_batch)
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,

@@ -1461,15 +1461,13 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, LSTMSeq2Se
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
-        label_smoothing: float = 0.0,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
         """`LSTMSeq2SeqModel.forward` plus the softmax layer: `logits` (B, T, decoder_vocab_size).
 
         `labels` (B, T) use -100 for positions the loss ignores (padding), as everywhere in transformers; without
         `decoder_input_ids` they are shifted right into them. The loss is their mean token cross-entropy, or the
-        sum over `num_items_in_batch` when given, against targets smoothed by `label_smoothing` (see
-        `token_cross_entropy`; Trainer's `label_smoothing_factor` arrives here through `RecurrentSeq2SeqTrainer`).
+        sum over `num_items_in_batch` when given (see `token_cross_entropy`).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if (
@@ -1509,7 +1507,7 @@ class LSTMSeq2SeqForConditionalGeneration(LSTMSeq2SeqPreTrainedModel, LSTMSeq2Se
             return_dict=True,
         )
         logits = self.lm_head(outputs.last_hidden_state)  # (B, T, H) -> (B, T, target vocabulary)
-        loss = None if labels is None else token_cross_entropy(logits, labels, num_items_in_batch, label_smoothing)
+        loss = None if labels is None else token_cross_entropy(logits, labels, num_items_in_batch)
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
