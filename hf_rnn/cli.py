@@ -40,9 +40,10 @@ def fix_mmap_threshold() -> bool:
 
     glibc starts with a 128 KiB threshold but raises it to the size of each larger mapped block that is freed, so
     after the first steps beam search's per-step (rows, vocabulary) buffers, 10 MiB at 64 sentences x 5 beams, come
-    from the heap, where smaller blocks split the freed ones and the heap keeps growing: 25 MiB of beam-5 decoding's
-    peak RSS at the peer shape (benchmarks/README.md, "What holds default `generate()` beam 5's memory"). Leaves the
-    process alone when the environment already sets the threshold or the C library is not glibc.
+    from the heap, where smaller blocks split the freed ones and the heap keeps growing (one pair of runs on a loaded
+    machine: beam-5 decoding at the peer shape peaked at 488 MiB with it against 514 without; speed not yet
+    measured on an idle machine). Leaves the process alone when the environment already sets the threshold or the
+    C library is not glibc.
     """
     if sys.platform != "linux" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
