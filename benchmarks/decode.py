@@ -51,10 +51,6 @@ class TorchTranslator:
         import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from hf_rnn.cli import fix_mmap_threshold
-
-        fix_mmap_threshold()  # as `python -m hf_rnn.translate` does
-
         if args.threads:
             torch.set_num_threads(args.threads)
         self.torch = torch

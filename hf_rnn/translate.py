@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from .cli import first_line, fix_mmap_threshold, load_error_reason, path_problem
+from .cli import first_line, load_error_reason, path_problem
 from .ensemble import Seq2SeqEnsemble
 from .heatmap import attention_heatmap
 from .hypotheses import has_attention, hypothesis_lines
@@ -241,7 +241,6 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    fix_mmap_threshold()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _interrupt)
     try:

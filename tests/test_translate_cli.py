@@ -15,7 +15,6 @@ from helpers import BLOCK_HF_RNN, SENTENCES, run_python, sentence_tokenizer, sub
 from PIL import Image
 from transformers import pipeline
 
-import hf_rnn.translate as translate_module
 from hf_rnn import (
     LSTMCaptionerConfig,
     LSTMCaptionerForConditionalGeneration,
@@ -352,48 +351,3 @@ def test_importing_hf_rnn_before_torch_frees_mkl_s_buffers(code, preset, expecte
     result = run_python(f"{code}\nimport os\nprint(os.environ.get('MKL_DISABLE_FAST_MM'))", tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == expected
-
-
-MAPPED_BLOCKS = """
-import ctypes, sys
-fields = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in fields]
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype, libc.malloc.restype, libc.free.argtypes = MallInfo2, ctypes.c_void_p, [ctypes.c_void_p]
-from hf_rnn.cli import fix_mmap_threshold
-print(fix_mmap_threshold() if sys.argv[-1] == "fix" else None)
-libc.free(libc.malloc(10 << 20))  # glibc raises its threshold to a freed mapped block's size: 10 MiB
-before = libc.mallinfo2().hblks
-block = libc.malloc(6 << 20)
-print(libc.mallinfo2().hblks - before)
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator setting")
-@pytest.mark.parametrize(
-    "fix, preset, expected",
-    [("no", None, ["None", "0"]), ("fix", None, ["True", "1"]), ("fix", "33554432", ["False", "0"])],
-    ids=["glibc-default", "fixed", "environment-wins"],
-)
-def test_fix_mmap_threshold_keeps_large_blocks_out_of_the_heap(fix, preset, expected, tmp_path):
-    """After a 10 MiB block is freed, glibc serves a 6 MiB request from its heap (where beam search's freed per-step
-    buffers get split and the heap grows); with the fixed 4 MiB threshold it maps it separately. A threshold the
-    environment sets (MALLOC_MMAP_THRESHOLD_, read by glibc at start) is left alone."""
-    env = {key: value for key, value in subprocess_env(tmp_path).items() if key != "MALLOC_MMAP_THRESHOLD_"}
-    if preset is not None:
-        env["MALLOC_MMAP_THRESHOLD_"] = preset
-    script = tmp_path / "mapped_blocks.py"
-    script.write_text(MAPPED_BLOCKS)
-    result = subprocess.run(
-        [sys.executable, str(script), fix], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split()[-2:] == expected
-
-
-def test_the_translate_command_fixes_the_mmap_threshold_first(monkeypatch, tmp_path):
-    calls = []
-    monkeypatch.setattr(translate_module, "fix_mmap_threshold", lambda: calls.append(True))
-    assert translate_module.main(["--model", str(tmp_path / "missing"), "--file", "-"]) == 1
-    assert calls == [True]
