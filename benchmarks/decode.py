@@ -33,6 +33,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from text_files import read_jsonl, read_lines  # sibling module: corpora read as written
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TEST = REPO.parent / "shared" / "data" / "multi30k-en-de" / "test_2016_flickr.jsonl"
 PEER_TOKENS = re.compile(r"\w+|[^\w\s]")
@@ -137,7 +140,9 @@ def run_one(args: argparse.Namespace) -> dict:
     if args.hypotheses_dir:
         folder = Path(args.hypotheses_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"beam{args.single}.hyp").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+        # One line per sentence, as `python -m hf_rnn.translate` writes them: a produced line break is a space.
+        lines = (h.replace("\r\n", " ").replace("\r", " ").replace("\n", " ") + "\n" for h in hypotheses)
+        (folder / f"beam{args.single}.hyp").write_text("".join(lines), encoding="utf-8")
         # The ids as generated, padding removed: equal files mean equal tokens, whatever the backend.
         pad = translator.pad_token_id
         lines = (" ".join(str(i) for i in ids if i != pad) + "\n" for ids in token_ids)
@@ -170,12 +175,11 @@ def run_one(args: argparse.Namespace) -> dict:
 def read_test_set(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """Sources and references: two plain-text files (one sentence a line) or one JSONL in the translation layout."""
     if args.source_file:
-        sources = Path(args.source_file).read_text(encoding="utf-8").splitlines()
-        references = Path(args.reference_file).read_text(encoding="utf-8").splitlines()
+        sources, references = read_lines(args.source_file), read_lines(args.reference_file)
         if len(sources) != len(references):
             sys.exit(f"{args.source_file} has {len(sources)} lines but {args.reference_file} has {len(references)}")
         return sources, references
-    pairs = [json.loads(line)["translation"] for line in Path(args.test_file).read_text().splitlines() if line.strip()]
+    pairs = [row["translation"] for row in read_jsonl(args.test_file)]
     return [pair[args.source_lang] for pair in pairs], [pair[args.target_lang] for pair in pairs]
 
 

@@ -36,6 +36,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from text_files import read_jsonl  # sibling module: corpora read as written
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "nsmc-ko"
 RNN = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -127,7 +130,7 @@ def speed(model_dir: Path, batch_size: int, rounds: int) -> dict:
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    texts = [json.loads(line)["text"] for line in (DATA / "test.jsonl").read_text(encoding="utf-8").splitlines()]
+    texts = [row["text"] for row in read_jsonl(DATA / "test.jsonl")]
     batches = [
         tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=512, return_tensors="pt")
         for i in range(0, len(texts), batch_size)

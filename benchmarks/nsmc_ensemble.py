@@ -21,6 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from text_files import read_jsonl  # sibling module: corpora read as written
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "nsmc-ko"
 STEPS = "2500"  # 2 epochs of 80,000 reviews at 64 a batch
@@ -78,7 +81,7 @@ def main() -> None:
 
     splits = {}
     for split in ("validation", "test"):
-        rows = [json.loads(line) for line in (DATA / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
+        rows = read_jsonl(DATA / f"{split}.jsonl")
         splits[split] = ([row["text"] for row in rows], np.array([row["label"] for row in rows]))
     members = {}
     for name in args.members:

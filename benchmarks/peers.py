@@ -100,6 +100,7 @@ PEER_DATA_FILES = [f"{split}.tok.{lang}" for split in ("train", "val", "test") f
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decode import peer_tokenise  # noqa: E402  (the tokenisation decode.py scores "peer style" with)
 from machine import cpu_model  # noqa: E402
+from text_files import read_lines  # noqa: E402
 
 
 class StageError(RuntimeError):
@@ -234,10 +235,6 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
         "bleu": round(sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none", force=True).score, 2),
         "chrf": round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 2),
     }
-
-
-def read_lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines()
 
 
 # -------------------------------------------------------------------------------------------- prep

@@ -39,6 +39,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from text_files import read_jsonl  # sibling module: corpora read as written
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 MULTI30K = DATA / "multi30k-en-de"
@@ -157,7 +160,7 @@ def outputs(smoke: bool) -> Path:
 
 
 def read_pairs(path: Path, source: str, target: str, limit: int | None) -> tuple[list[str], list[str]]:
-    rows = [json.loads(line)["translation"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [row["translation"] for row in read_jsonl(path)]
     rows = rows[:limit] if limit else rows
     return [row[source] for row in rows], [row[target] for row in rows]
 
@@ -408,7 +411,7 @@ def tatoeba_arguments(chosen: Variant) -> list[str]:
 
 def report(args: argparse.Namespace, recorder: Recorder) -> None:
     """The training runs as a markdown table (for benchmarks/README.md), best test2016 BLEU first."""
-    rows = [json.loads(line) for line in recorder.path.read_text().splitlines()] if recorder.path.exists() else []
+    rows = read_jsonl(recorder.path) if recorder.path.exists() else []
     runs = sorted((r for r in rows if r["command"] == "train"), key=lambda r: -(r["test2016_bleu"] or 0))
     print("| run | change | steps | train min | validation BLEU | test2016 BLEU | chrF |")
     print("|---|---|---|---|---|---|---|")

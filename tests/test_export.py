@@ -263,4 +263,4 @@ def test_the_decode_benchmark_over_onnxruntime_writes_what_the_torch_path_writes
     for suffix in ("hyp", "ids"):
         torch_lines = (tmp_path / "torch" / f"beam3.{suffix}").read_text(encoding="utf-8")
         assert (tmp_path / "onnx" / f"beam3.{suffix}").read_text(encoding="utf-8") == torch_lines
-        assert len(torch_lines.splitlines()) == len(pairs)
+        assert torch_lines.count("\n") == len(pairs)  # one line per sentence, whatever it holds

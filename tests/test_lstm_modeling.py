@@ -549,7 +549,10 @@ def test_save_load_round_trip_writes_code_and_auto_map(tmp_path, model_class):
         assert torch.equal(tensor, loaded.state_dict()[name]), name
     ids, mask = pad(random_rows([4, 2], config.vocab_size), "right")
     with torch.no_grad():
-        assert torch.equal(model(input_ids=ids, attention_mask=mask)[0], loaded(input_ids=ids, attention_mask=mask)[0])
+        # Equal weights, not equal addresses: on AVX2 a product's last bit can depend on the weight's alignment.
+        torch.testing.assert_close(
+            loaded(input_ids=ids, attention_mask=mask)[0], model(input_ids=ids, attention_mask=mask)[0]
+        )
     if model_class is LSTMForCausalLM:
         assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
 

@@ -636,6 +636,46 @@ def test_the_input_feeding_loop_computes_each_weight_gradient_in_one_product(att
         assert decoder.rnn.weight_hh_l0.grad.dtype == torch.float32
 
 
+@pytest.mark.parametrize("cell_type,input_feeding", list(itertools.product(CELL_TYPES, [True, False])))
+def test_training_under_cpu_bf16_autocast_is_close_to_float32(cell_type, input_feeding):
+    """`--bf16 true` on a CPU: a training step under torch.autocast(bfloat16) runs on any CPU (the fused decoder
+    call failed inside oneDNN on CPUs without AVX512-BF16) and gives the float32 loss and gradients to bf16
+    rounding."""
+    model = tiny_model(cell_type=cell_type, input_feeding=input_feeding, dropout=0.0)
+    source, mask = random_batch([5, 3], model.config.vocab_size)
+    labels = torch.randint(4, model.config.decoder_vocab_size, (2, 6))
+    results = []
+    for autocast in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(input_ids=source, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        results.append((loss.detach().float(), [p.grad.float() for p in model.parameters()]))
+    (loss, grads), (bf16_loss, bf16_grads) = results
+    torch.testing.assert_close(bf16_loss, loss, atol=0.02, rtol=0.02)
+    for grad, bf16_grad in zip(grads, bf16_grads):
+        torch.testing.assert_close(bf16_grad, grad, atol=0.02, rtol=0.1)
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_fused_rnn_runs_in_float32_where_the_cpu_has_no_reduced_precision_lstm(monkeypatch, supported):
+    """Where oneDNN has no bfloat16 LSTM, the call leaves autocast and equals the float32 call exactly; where it
+    has one, autocast keeps it (bfloat16 outputs)."""
+    if supported and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no bfloat16 LSTM in oneDNN (AVX512-BF16 or AMX)")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: supported)
+    torch.manual_seed(0)
+    rnn = nn.LSTM(6, 8, batch_first=True)
+    inputs, state = torch.randn(2, 4, 6), (torch.randn(1, 2, 8), torch.randn(1, 2, 8))
+    expected, _ = rnn(inputs, state)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs, _ = modeling.run_rnn(rnn, inputs, state)
+    if supported:
+        assert outputs.dtype == torch.bfloat16
+    else:
+        torch.testing.assert_close(outputs, expected, rtol=0, atol=0)
+
+
 def test_loss_ignores_minus_100_and_matches_manual_cross_entropy():
     model = tiny_model(seed=10)
     source, mask = random_batch([4, 3], model.config.vocab_size)

@@ -109,6 +109,29 @@ def roll_rows(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
+# Copied from hf_rnn.translator.modeling_lstm_seq2seq.run_rnn
+def run_rnn(rnn: nn.RNNBase, inputs, state=None):
+    """`rnn(inputs, state)` for a (B, T, E) batch or a `PackedSequence`, in float32 where CPU autocast cannot run it.
+
+    Under CPU autocast torch (2.13) hands `nn.LSTM` calls (packed ones too, when every row has the same length) to
+    oneDNN's reduced-precision LSTM, which only exists on CPUs with those instructions (AVX512-BF16 or AMX for
+    bfloat16): elsewhere, an AVX2 CPU for one, it fails with "could not create a primitive descriptor for the LSTM
+    forward propagation primitive". There the call runs with autocast off, in float32, as autocast already runs
+    GRUs and most packed calls.
+    """
+    if inputs.data.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        supported = {
+            torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported,
+            torch.float16: torch.ops.mkldnn._is_mkldnn_fp16_supported,
+        }.get(torch.get_autocast_dtype("cpu"))
+        if supported is not None and not supported():
+            if state is not None:  # the initial state may come from a layer autocast ran in bfloat16
+                state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
+            with torch.autocast("cpu", enabled=False):
+                return rnn(inputs.float(), state)
+    return rnn(inputs, state)
+
+
 class LSTMCache:
     """
     The recurrent state after the last token read: what `generate()` carries from one step to the
@@ -289,12 +312,12 @@ class LSTMModel(LSTMPreTrainedModel):
         if bool((lengths == input_ids.shape[1]).all()):
             # No padding: the same computation unpacked, which on CPUs runs the fused (oneDNN) kernel, several
             # times faster under bf16 autocast. Truncated BPTT chunks and batches of equal-length texts take it.
-            outputs, state = self.rnn(embeddings, initial)  # (B, T, H)
+            outputs, state = run_rnn(self.rnn, embeddings, initial)  # (B, T, H)
         else:
             left_padded = bool((starts > 0).any())
             rows = roll_rows(embeddings, starts) if left_padded else embeddings  # real tokens first in every row
             packed = pack_padded_sequence(rows, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            packed_outputs, state = self.rnn(packed, initial)
+            packed_outputs, state = run_rnn(self.rnn, packed, initial)
             outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True, total_length=input_ids.shape[1])
             if left_padded:
                 outputs = roll_rows(outputs, -starts)  # (B, T, H), zeros back at the padding

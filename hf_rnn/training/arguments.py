@@ -15,6 +15,7 @@ only list of model hyperparameters: a key it does not declare is refused with it
 
 import dataclasses
 import importlib.util
+import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,8 +27,11 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
 from ..cli import path_problem
+from ..cpu_features import emulated_bfloat16_warning
 from ..tasks import TASKS, get_task
 from ..tasks.base import Task
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "synthetic_en_ko"
 
@@ -131,10 +135,14 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     def __post_init__(self):
         if self.output_dir is None:
             raise ConfigError("`output_dir` is required: set it in the YAML file or pass `--output_dir DIR`.")
-        if (self.bf16 or self.bf16_full_eval) and not self.use_cpu and not torch.accelerator.is_available():
-            # No accelerator: bf16 means autocast on the CPU (fast where it has AMX or AVX512-BF16), which
-            # transformers only allows with use_cpu.
-            self.use_cpu = True
+        if (self.bf16 or self.bf16_full_eval) and (self.use_cpu or not torch.accelerator.is_available()):
+            if warning := emulated_bfloat16_warning("`bf16`"):
+                # The configs that set bf16 mean "where it is faster"; nobody wants a run 25 times slower.
+                logger.warning(f"{warning} Training in float32 instead.")
+                self.bf16 = self.bf16_full_eval = False
+            else:
+                # No accelerator: bf16 means autocast on the CPU, which transformers only allows with use_cpu.
+                self.use_cpu = True
         super().__post_init__()
         if self.max_train_minutes is not None and self.max_train_minutes <= 0:
             raise ConfigError(f"`max_train_minutes` must be positive, got {self.max_train_minutes}.")

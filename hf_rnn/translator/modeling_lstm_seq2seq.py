@@ -555,6 +555,28 @@ def _graphed(decoder_pass: _DecoderPass, arguments: tuple[torch.Tensor, ...]) ->
         return torch.cuda.make_graphed_callables(decoder_pass, sample, allow_unused_input=True)
 
 
+def run_rnn(rnn: nn.RNNBase, inputs, state=None):
+    """`rnn(inputs, state)` for a (B, T, E) batch or a `PackedSequence`, in float32 where CPU autocast cannot run it.
+
+    Under CPU autocast torch (2.13) hands `nn.LSTM` calls (packed ones too, when every row has the same length) to
+    oneDNN's reduced-precision LSTM, which only exists on CPUs with those instructions (AVX512-BF16 or AMX for
+    bfloat16): elsewhere, an AVX2 CPU for one, it fails with "could not create a primitive descriptor for the LSTM
+    forward propagation primitive". There the call runs with autocast off, in float32, as autocast already runs
+    GRUs and most packed calls.
+    """
+    if inputs.data.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        supported = {
+            torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported,
+            torch.float16: torch.ops.mkldnn._is_mkldnn_fp16_supported,
+        }.get(torch.get_autocast_dtype("cpu"))
+        if supported is not None and not supported():
+            if state is not None:  # the initial state may come from a layer autocast ran in bfloat16
+                state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
+            with torch.autocast("cpu", enabled=False):
+                return rnn(inputs.float(), state)
+    return rnn(inputs, state)
+
+
 def recurrent_cell(
     cell_type: str,
     input_gates: torch.Tensor,
@@ -908,7 +930,7 @@ class LSTMSeq2SeqEncoder(nn.Module):
             outputs, state = self.rnn(embeddings, lengths=lengths)  # (B, S, H)
         else:
             packed = pack_padded_sequence(embeddings, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            packed_outputs, state = self.rnn(packed)
+            packed_outputs, state = run_rnn(self.rnn, packed)
             outputs, _ = pad_packed_sequence(
                 packed_outputs, batch_first=True, total_length=input_ids.shape[1]
             )  # (B, S, H)
@@ -1025,7 +1047,7 @@ class LSTMSeq2SeqDecoder(nn.Module):
             state = torch.stack(hidden) if cell is None else (torch.stack(hidden), torch.stack(cell))
         else:
             feed = None
-            rnn_outputs, state = self.rnn(embeddings, cache.rnn_state)  # (B, T, H), (layers, B, H)
+            rnn_outputs, state = run_rnn(self.rnn, embeddings, cache.rnn_state)  # (B, T, H), (layers, B, H)
             vectors, attention = self._attend(rnn_outputs, memory, memory_mask, cache.attention_keys)  # (B, T, H)
 
         hidden, cell = state if isinstance(state, tuple) else (state, None)
