@@ -31,7 +31,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from .cli import first_line, load_error_reason, path_problem
-from .cpu_features import emulated_bfloat16_warning
+from .cpu_features import emulated_precision_warning
 from .ensemble import Seq2SeqEnsemble
 from .heatmap import attention_heatmap
 from .hypotheses import has_attention, hypothesis_lines
@@ -161,8 +161,9 @@ def load_translator(args: argparse.Namespace) -> TranslationPipeline:
             f"cannot load the tokenizer of {tokenizer_name}: {load_error_reason(tokenizer_name, error)}"
         ) from error
     precision = {"dtype": getattr(torch, args.dtype)} if args.dtype else {}
-    if args.dtype == "bfloat16" and (warning := emulated_bfloat16_warning("--dtype bfloat16")):
-        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    for option, value in (("--dtype", args.dtype), ("--quantize", args.quantize)):
+        if value in ("bfloat16", "int8") and (warning := emulated_precision_warning(value, f"{option} {value}")):
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
     try:
         if len(args.model) == 1:
             model = AutoModelForSeq2SeqLM.from_pretrained(

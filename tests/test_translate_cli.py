@@ -207,24 +207,28 @@ def test_reduced_precision_translates_as_the_converted_model_does(option, folder
     assert result.stdout.decode().split("\n") == [*expected, ""]  # a form feed in a translation ends no line
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "emulated-bf16"])
-def test_bfloat16_on_a_cpu_that_emulates_it_warns_on_stderr(folder, monkeypatch, capsys, native):
-    """--dtype bfloat16 where the CPU has no native bfloat16 (AVX2: greedy decoding 2.7 times slower) says so in one
-    line on stderr, and still converts; stdout stays for translations."""
+@pytest.mark.parametrize("native", [True, False], ids=["native", "emulated"])
+@pytest.mark.parametrize("option", [("--dtype", "bfloat16"), ("--quantize", "int8")], ids=["bf16", "int8"])
+def test_reduced_precision_on_a_cpu_that_emulates_it_warns_on_stderr(folder, monkeypatch, capsys, option, native):
+    """--dtype bfloat16 / --quantize int8 where the CPU has no instructions for them (an AVX2 CPU: greedy decoding
+    2.7 / 10 times slower than float32) say so in one line on stderr and still convert; stdout stays for
+    translations."""
+    if option[1] == "int8":
+        pytest.importorskip("torchao")
+    x86 = {"architecture": "x86_64", **dict.fromkeys(("avx2", "avx512_vnni"), True)}
+    capabilities = x86 if native else {**x86, "avx512_vnni": False}
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
-    translator = load_translator(parse_args(["--model", str(folder), "--dtype", "bfloat16", "a sentence"]))
-    assert translator.model.get_input_embeddings().weight.dtype == torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    translator = load_translator(parse_args(["--model", str(folder), *option, "a sentence"]))
+    if option[1] == "bfloat16":
+        assert translator.model.get_input_embeddings().weight.dtype == torch.bfloat16
+    else:
+        assert not any(isinstance(module, torch.nn.RNNBase) for module in translator.model.modules())
     captured = capsys.readouterr()
     assert captured.out == ""
-    lines = captured.err.splitlines()
-    if native:
-        assert not any("bfloat16" in line for line in lines), lines
-    else:
-        assert (
-            [line for line in lines if "bfloat16" in line]
-            == [line for line in lines if line.startswith("python -m hf_rnn.translate: warning: --dtype bfloat16: ")]
-            != []
-        )
+    warnings = [line for line in captured.err.splitlines() if "warning" in line]
+    prefix = f"python -m hf_rnn.translate: warning: {' '.join(option)}: this CPU has no native {option[1]} products"
+    assert len(warnings) == (0 if native else 1) and all(line.startswith(prefix) for line in warnings), warnings
 
 
 def test_reduced_precision_applies_to_every_ensemble_member(folder):

@@ -27,7 +27,7 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
 from ..cli import path_problem
-from ..cpu_features import emulated_bfloat16_warning
+from ..cpu_features import emulated_precision_warning
 from ..tasks import TASKS, get_task
 from ..tasks.base import Task
 
@@ -136,7 +136,7 @@ class TrainingArguments(Seq2SeqTrainingArguments):
         if self.output_dir is None:
             raise ConfigError("`output_dir` is required: set it in the YAML file or pass `--output_dir DIR`.")
         if (self.bf16 or self.bf16_full_eval) and (self.use_cpu or not torch.accelerator.is_available()):
-            if warning := emulated_bfloat16_warning("`bf16`"):
+            if warning := emulated_precision_warning("bfloat16", "`bf16`"):
                 # The configs that set bf16 mean "where it is faster"; nobody wants a run 25 times slower.
                 logger.warning(f"{warning} Training in float32 instead.")
                 self.bf16 = self.bf16_full_eval = False
