@@ -89,6 +89,8 @@ VARIANTS = {
     "bf16": Variant("bf16 autocast training", ["--bf16", "true"], 10000),
     # BPE size (fewer merges: longer sequences, a cheaper softmax).
     "bpe4000": Variant("joint BPE of 4,000", ["--tokenizer_vocab_size", "4000"], 8000),
+    # Subword regularisation: every sentence segmented afresh each time it is batched.
+    "bpe-dropout0.1": Variant("BPE-dropout 0.1 while training", ["--bpe_dropout", "0.1"], 7000),
     "bpe12000": Variant("joint BPE of 12,000", ["--tokenizer_vocab_size", "12000"], 6000),
     # Model selection on validation BLEU: beam-5 decoding of the validation set every 1,000 steps (~25 s each).
     "best-valid-bleu": Variant(

@@ -100,6 +100,7 @@ def test_yaml_model_section_and_command_line_overrides(tmp_path):
         ("model: 3\n", [], r"`model:` in .*bad\.yaml must be a mapping"),
         ("task: summarization\n", [], r"Unknown task 'summarization'; tasks: translation, captioning"),
         ("", ["--model.cell_type"], r"--model\.cell_type needs a value"),
+        ("", ["--bpe_dropout", "1.5"], r"`bpe_dropout` must be in \[0, 1\), got 1.5"),
     ],
 )
 def test_argument_errors_name_the_key(tmp_path, yaml_text, argv, message):

@@ -120,6 +120,10 @@ class Task:
     def data_collator(self, processor: Any, model: PreTrainedModel) -> Callable:
         raise NotImplementedError
 
+    def train_data_collator(self, processor: Any, model: PreTrainedModel) -> Callable | None:
+        """A collator for training batches only (e.g. one that adds noise), or None to train with `data_collator`."""
+        return None
+
     def compute_metrics(self, processor: Any, references: Dataset) -> Callable[[EvalPrediction], dict[str, float]]:
         """Scores against `references` (the raw rows of the split being scored, in order)."""
         raise NotImplementedError

@@ -7,6 +7,7 @@ columns (`source_column`/`target_column`; by default the columns named like the 
 Scored with sacreBLEU BLEU (13a) and chrF on generated translations against the raw reference strings.
 """
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,48 @@ class TranslationArguments:
     tokenizer_vocab_size: int = field(
         default=8000, metadata={"help": "Size of the BPE tokenizer trained on the data."}
     )
+    bpe_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "BPE-dropout (Provilkov et al., 2020): while training, each merge is skipped with this "
+            "probability every time a sentence is batched, so the model sees several segmentations of every word "
+            "(0.1 in the paper). Evaluation, decoding and the saved tokenizer segment as usual."
+        },
+    )
+
+    def __post_init__(self):
+        if not 0.0 <= self.bpe_dropout < 1.0:
+            raise ValueError(f"`bpe_dropout` must be in [0, 1), got {self.bpe_dropout}.")
+
+
+class BPEDropoutCollator:
+    """Segments each training pair afresh with BPE-dropout (Provilkov et al., 2020, https://arxiv.org/abs/1910.13267),
+    then pads it with `collator`.
+
+    The features hold the pair's ids under the tokenizer's usual segmentation; they are decoded back to text (the
+    byte-level tokenizer gives the text back exactly) and encoded again by a copy of the tokenizer whose BPE model
+    skips each merge with probability `dropout`, truncated to the same lengths. The draws come from the `tokenizers`
+    library's own unseeded generator: two runs with the same seed see different segmentations, so their losses
+    differ (and a resumed run does not repeat the interrupted one's).
+    """
+
+    def __init__(self, tokenizer, collator, dropout: float, max_source_length: int, max_target_length: int):
+        self.tokenizer, self.collator = tokenizer, collator
+        self.dropout_tokenizer = copy.deepcopy(tokenizer)
+        self.dropout_tokenizer.backend_tokenizer.model.dropout = dropout
+        self.max_source_length, self.max_target_length = max_source_length, max_target_length
+
+    def __call__(self, features: list[dict]) -> dict:
+        sources = self.tokenizer.batch_decode([f["input_ids"] for f in features], skip_special_tokens=True)
+        targets = self.tokenizer.batch_decode([f["labels"] for f in features], skip_special_tokens=True)
+        inputs = self.dropout_tokenizer(sources, max_length=self.max_source_length, truncation=True)
+        labels = self.dropout_tokenizer(text_target=targets, max_length=self.max_target_length, truncation=True)
+        return self.collator(
+            [
+                {"input_ids": ids, "attention_mask": mask, "labels": target}
+                for ids, mask, target in zip(inputs["input_ids"], inputs["attention_mask"], labels["input_ids"])
+            ]
+        )
 
 
 class TranslationTask(Task):
@@ -152,6 +195,15 @@ class TranslationTask(Task):
     def data_collator(self, tokenizer, model):
         return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
 
+    def train_data_collator(self, tokenizer, model):
+        task = self.task_args
+        if not task.bpe_dropout:
+            return None
+        collator = self.data_collator(tokenizer, model)
+        return BPEDropoutCollator(
+            tokenizer, collator, task.bpe_dropout, task.max_source_length, task.max_target_length
+        )
+
     def compute_metrics(self, tokenizer, references: Dataset):
         """sacreBLEU BLEU (13a tokenisation) and chrF — chrF because word-level BLEU under-rates agglutinative
         languages such as Korean, where one wrong particle makes a whole word wrong."""
@@ -244,4 +296,4 @@ class TranslationTask(Task):
             print(f"  {row['source']}  →  {output['translation_text']}  |  {row['target']}")
 
 
-__all__ = ["SYNTHETIC_EN_KO", "TranslationArguments", "TranslationTask"]
+__all__ = ["SYNTHETIC_EN_KO", "BPEDropoutCollator", "TranslationArguments", "TranslationTask"]

@@ -60,6 +60,7 @@ def run(config: RunConfig) -> dict:
         eval_dataset=features.get("validation"),
         processing_class=processor,
         data_collator=task.data_collator(processor, model),
+        train_data_collator=task.train_data_collator(processor, model),
         compute_metrics=task.compute_metrics(processor, raw["validation"]) if "validation" in raw else None,
     )
     train_result = train_saving_on_interrupt(trainer, state.resume_from_checkpoint)

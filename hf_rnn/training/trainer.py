@@ -121,8 +121,9 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
     comparable across batchings.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, train_data_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.train_data_collator = train_data_collator
         minutes = getattr(self.args, "max_train_minutes", None)
         if minutes:
             self.add_callback(TimeBudgetCallback(minutes))
@@ -156,6 +157,17 @@ class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
     def train(self, *args, **kwargs):
         self._target_tokens, self._tokens_since = 0, time.perf_counter()
         return super().train(*args, **kwargs)
+
+    def get_train_dataloader(self):
+        """transformers' training loader, batched by `train_data_collator` when one is set (evaluation and prediction
+        keep `data_collator`)."""
+        if self.train_data_collator is None:
+            return super().get_train_dataloader()
+        collator, self.data_collator = self.data_collator, self.train_data_collator
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = collator
 
     def get_eval_dataloader(self, eval_dataset=None):
         """transformers' evaluation loader, never another dataset's: with `dataloader_persistent_workers` it keeps
