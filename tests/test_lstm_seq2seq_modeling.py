@@ -639,7 +639,7 @@ def test_the_input_feeding_loop_computes_each_weight_gradient_in_one_product(att
 @pytest.mark.parametrize("cell_type,input_feeding", list(itertools.product(CELL_TYPES, [True, False])))
 def test_training_under_cpu_bf16_autocast_is_close_to_float32(cell_type, input_feeding):
     """`--bf16 true` on a CPU: a training step under torch.autocast(bfloat16) runs on any CPU (the fused decoder
-    call failed inside oneDNN on CPUs without AVX512-BF16) and gives the float32 loss and gradients to bf16
+    call failed inside oneDNN on CPUs without AVX-512) and gives the float32 loss and gradients to bf16
     rounding."""
     model = tiny_model(cell_type=cell_type, input_feeding=input_feeding, dropout=0.0)
     source, mask = random_batch([5, 3], model.config.vocab_size)
@@ -662,7 +662,7 @@ def test_fused_rnn_runs_in_float32_where_the_cpu_has_no_reduced_precision_lstm(m
     """Where oneDNN has no bfloat16 LSTM, the call leaves autocast and equals the float32 call exactly; where it
     has one, autocast keeps it (bfloat16 outputs)."""
     if supported and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        pytest.skip("this CPU has no bfloat16 LSTM in oneDNN (AVX512-BF16 or AMX)")
+        pytest.skip("this CPU has no bfloat16 LSTM in oneDNN (it needs AVX-512 or AMX)")
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: supported)
     torch.manual_seed(0)
     rnn = nn.LSTM(6, 8, batch_first=True)

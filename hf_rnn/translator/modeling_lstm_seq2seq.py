@@ -559,7 +559,7 @@ def run_rnn(rnn: nn.RNNBase, inputs, state=None):
     """`rnn(inputs, state)` for a (B, T, E) batch or a `PackedSequence`, in float32 where CPU autocast cannot run it.
 
     Under CPU autocast torch (2.13) hands `nn.LSTM` calls (packed ones too, when every row has the same length) to
-    oneDNN's reduced-precision LSTM, which only exists on CPUs with those instructions (AVX512-BF16 or AMX for
+    oneDNN's reduced-precision LSTM, which only exists on CPUs with those instructions (AVX-512 or AMX for
     bfloat16): elsewhere, an AVX2 CPU for one, it fails with "could not create a primitive descriptor for the LSTM
     forward propagation primitive". There the call runs with autocast off, in float32, as autocast already runs
     GRUs and most packed calls.
