@@ -16,8 +16,9 @@ general attention, dropout 0.3, label smoothing 0.1, Adam 2e-3 decaying linearly
 few overrides and a fixed step budget meant to fill the hour on an idle 2-core machine (the recipe's 7,000 steps run
 at about 1.95 steps/s; the other budgets are estimates from the cost of each change: `speed` measures them on the
 machine, ~1 min per variant, and suggests the budget to set in VARIANTS or pass as `--max-steps`). The 60-minute guard
-(`max_train_minutes`) stays on; a run it cuts is marked `cut_by_time_budget` (its learning rate had not decayed to
-zero: rerun it with a smaller budget).
+(`max_train_minutes`) stays on; a run it cuts is marked `cut_by_time_budget`: its learning rate decayed over the
+minutes instead of the steps (translation runs cut before 2026-12-01 kept the step schedule: their rate stayed high),
+so it is not the step budget's run: compare it with runs of equal time, or rerun it with a smaller budget.
 
 Every run keeps its last 6 checkpoints, 500 steps apart, so that `average` can compare the last checkpoint with the
 averages of the last 2..5 after the fact (`train.py --average_last_checkpoints K` does the same at the end of a run).

@@ -1,19 +1,19 @@
-"""The learning-rate schedule follows whichever runs out first: the steps or the time budget."""
+"""The learning-rate schedule follows whichever runs out first: the steps or the time budget, for every task.
+
+Translation and captioning, which use `RecurrentSeq2SeqTrainer` itself, used to keep the plain schedule: a run cut by
+`max_train_minutes` ended with its learning rate still high."""
 
 import pytest
 import torch
 
+from hf_rnn.tasks import TASKS
 from hf_rnn.training import time_budget
 from hf_rnn.training.arguments import TrainingArguments
-from hf_rnn.training.time_budget import TimeBudgetScheduleMixin
-from hf_rnn.training.trainer import RecurrentSeq2SeqTrainer
 
 
-class BudgetTrainer(TimeBudgetScheduleMixin, RecurrentSeq2SeqTrainer):
-    pass
-
-
-def scheduler_after(tmp_path, monkeypatch, minutes, seconds_elapsed: float, step: int, schedule="linear"):
+def scheduler_after(
+    tmp_path, monkeypatch, minutes, seconds_elapsed: float, step: int, schedule="linear", task="translation"
+):
     clock = [1000.0]
     monkeypatch.setattr(time_budget.time, "perf_counter", lambda: clock[0])
     args = TrainingArguments(
@@ -26,7 +26,7 @@ def scheduler_after(tmp_path, monkeypatch, minutes, seconds_elapsed: float, step
     )
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    trainer = BudgetTrainer(model=model, args=args, optimizers=(optimizer, None))
+    trainer = TASKS[task].trainer_class(model=model, args=args, optimizers=(optimizer, None))
     scheduler = trainer.create_scheduler(num_training_steps=100)
     clock[0] += seconds_elapsed
     for _ in range(step):
@@ -35,6 +35,7 @@ def scheduler_after(tmp_path, monkeypatch, minutes, seconds_elapsed: float, step
     return scheduler.get_last_lr()[0]
 
 
+@pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize(
     "minutes, seconds, step, expected",
     [
@@ -45,9 +46,9 @@ def scheduler_after(tmp_path, monkeypatch, minutes, seconds_elapsed: float, step
     ],
 )
 def test_linear_decay_follows_the_steps_or_the_time_whichever_runs_out_first(
-    tmp_path, monkeypatch, minutes, seconds, step, expected
+    tmp_path, monkeypatch, minutes, seconds, step, expected, task
 ):
-    assert scheduler_after(tmp_path, monkeypatch, minutes, seconds, step) == pytest.approx(expected)
+    assert scheduler_after(tmp_path, monkeypatch, minutes, seconds, step, task=task) == pytest.approx(expected)
 
 
 def test_cosine_follows_the_time_too(tmp_path, monkeypatch):

@@ -30,7 +30,6 @@ from transformers import (
 from ..data.files import Field, check_files_exist, file_identity, load_fields
 from ..data.tokenization import train_char_tokenizer, train_tokenizer
 from ..lstm import LSTMConfig, LSTMForSequenceClassification
-from ..training.time_budget import TimeBudgetScheduleMixin
 from ..training.trainer import RecurrentSeq2SeqTrainer
 from .base import CardDetails, Task
 
@@ -57,8 +56,8 @@ class ClassificationArguments:
     languages: list[str] | None = field(default=None, metadata={"help": "Language codes for the model card."})
 
 
-class ClassificationTrainer(TimeBudgetScheduleMixin, RecurrentSeq2SeqTrainer):
-    """The project's Trainer for one label per text, its learning rate decaying over the time budget too.
+class ClassificationTrainer(RecurrentSeq2SeqTrainer):
+    """The project's Trainer for one label per text.
 
     `train_sampling_strategy: group_by_length` makes batches of texts of one length where the data allow it
     (`EqualLengthSampler`): a batch without padding runs the RNN's fused kernel.

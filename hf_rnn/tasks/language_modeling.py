@@ -37,7 +37,6 @@ from ..data.files import TEXT_COLUMN, Field, check_files_exist, file_identity, l
 from ..data.tokenization import train_char_tokenizer
 from ..lstm import LSTMConfig, LSTMForCausalLM
 from ..lstm.modeling_lstm import LSTMCache
-from ..training.time_budget import TimeBudgetScheduleMixin
 from ..training.trainer import RecurrentSeq2SeqTrainer
 from .base import CardDetails, Task
 
@@ -69,12 +68,11 @@ class LanguageModelingArguments:
     languages: list[str] | None = field(default=None, metadata={"help": "Language codes for the model card."})
 
 
-class TruncatedBPTTTrainer(TimeBudgetScheduleMixin, RecurrentSeq2SeqTrainer):
+class TruncatedBPTTTrainer(RecurrentSeq2SeqTrainer):
     """Carries the recurrent state from one batch to the next (training and evaluation apart) and saves the
     training state with every checkpoint.
 
-    Each batch row says whether its stream starts there (`stream_start`): then the state is reset. The learning
-    rate decays over the time budget too (`TimeBudgetScheduleMixin`).
+    Each batch row says whether its stream starts there (`stream_start`): then the state is reset.
     """
 
     STATE_FILE = "recurrent_state_{}.pt"

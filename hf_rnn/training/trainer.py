@@ -44,6 +44,7 @@ from .checkpoints import (
     resolve_resume,
     staging_folder,
 )
+from .time_budget import TimeBudgetScheduleMixin
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +103,10 @@ class Float32LabelSmoother(LabelSmoother):
         return token_cross_entropy(logits, labels, num_items_in_batch, self.epsilon)
 
 
-class RecurrentSeq2SeqTrainer(Seq2SeqTrainer):
+class RecurrentSeq2SeqTrainer(TimeBudgetScheduleMixin, Seq2SeqTrainer):
     """`Seq2SeqTrainer` with safe checkpoints, exact multi-process metrics, a target-token throughput log, a time
-    budget and early stopping (`early_stopping_patience`).
+    budget (`max_train_minutes`: training stops there, and the learning rate decays over it, see
+    `TimeBudgetScheduleMixin`) and early stopping (`early_stopping_patience`).
 
     Checkpoints are staged in a hidden folder and renamed into place when complete; a step that already has a
     complete checkpoint is never written again (see `hf_rnn.training.checkpoints`). Hub uploads (Trainer's per-save
