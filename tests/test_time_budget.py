@@ -1,19 +1,32 @@
-"""The learning-rate schedule follows whichever runs out first: the steps or the time budget, for every task.
+"""The time budget (`max_train_minutes`): the learning-rate schedule follows whichever runs out first, the steps or
+the time, for every task, and the budget is the run's across resumes.
 
 Translation and captioning, which use `RecurrentSeq2SeqTrainer` itself, used to keep the plain schedule: a run cut by
-`max_train_minutes` ended with its learning rate still high."""
+`max_train_minutes` ended with its learning rate still high. A resumed run used to get a whole new budget, its rate
+jumping back up to the step schedule's."""
 
 import pytest
 import torch
+from transformers import TrainerControl, TrainerState
 
 from hf_rnn.tasks import TASKS
 from hf_rnn.training import time_budget
 from hf_rnn.training.arguments import TrainingArguments
+from hf_rnn.training.time_budget import TimeBudgetCallback
 
 
 def scheduler_after(
-    tmp_path, monkeypatch, minutes, seconds_elapsed: float, step: int, schedule="linear", task="translation"
+    tmp_path,
+    monkeypatch,
+    minutes,
+    seconds_elapsed: float,
+    step: int,
+    schedule="linear",
+    task="translation",
+    resumed_state: TrainerState | None = None,
 ):
+    """The learning rate after `step` steps and `seconds_elapsed` seconds of this process's training, for a peak rate
+    of 1 and 100 steps; `resumed_state`: the state a resumed run starts from."""
     clock = [1000.0]
     monkeypatch.setattr(time_budget.time, "perf_counter", lambda: clock[0])
     args = TrainingArguments(
@@ -28,8 +41,13 @@ def scheduler_after(
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     trainer = TASKS[task].trainer_class(model=model, args=args, optimizers=(optimizer, None))
     scheduler = trainer.create_scheduler(num_training_steps=100)
+    state = resumed_state or TrainerState()
+    trainer.callback_handler.on_train_begin(args, state, trainer.control)
+    for _ in range(state.global_step):  # what loading the checkpoint's scheduler state does
+        optimizer.step()
+        scheduler.step()
     clock[0] += seconds_elapsed
-    for _ in range(step):
+    for _ in range(step - state.global_step):
         optimizer.step()
         scheduler.step()
     return scheduler.get_last_lr()[0]
@@ -53,3 +71,46 @@ def test_linear_decay_follows_the_steps_or_the_time_whichever_runs_out_first(
 
 def test_cosine_follows_the_time_too(tmp_path, monkeypatch):
     assert scheduler_after(tmp_path, monkeypatch, 1, 30, 1, schedule="cosine") == pytest.approx(0.5)
+
+
+def resumed_at(step: int, trained_seconds: float) -> TrainerState:
+    state = TrainerState(global_step=step)
+    state.stateful_callbacks = {
+        "TimeBudgetCallback": {"args": {"minutes": 1}, "attributes": {"trained_seconds": trained_seconds}}
+    }
+    return state
+
+
+@pytest.mark.parametrize(
+    "step, trained_seconds, seconds, expected",
+    [
+        (10, 30, 0, 0.5),  # resumed at step 10 after 30 s of a 1-minute budget: the rate stays where it was
+        (10, 30, 15, 0.25),  # 15 s more: three quarters of the budget spent
+        (10, 50, 10, 0.0),  # the budget ran out after the resume
+    ],
+)
+def test_a_resumed_run_goes_on_with_the_budget_its_checkpoint_left(
+    tmp_path, monkeypatch, step, trained_seconds, seconds, expected
+):
+    """The rate one step after the resume."""
+    resumed = resumed_at(step, trained_seconds)
+    rate = scheduler_after(tmp_path, monkeypatch, 1, seconds, step + 1, resumed_state=resumed)
+    assert rate == pytest.approx(expected)
+
+
+def test_the_budget_stops_a_resumed_run_when_the_whole_run_has_spent_it(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(time_budget.time, "perf_counter", lambda: clock[0])
+    args = TrainingArguments(output_dir="unused", report_to="none")
+    budget = TimeBudgetCallback(1)
+    budget.on_train_begin(args, resumed_at(10, 50), None)
+    control = TrainerControl()
+    clock[0] += 9
+    assert not budget.on_step_end(args, TrainerState(global_step=11), control).should_training_stop
+    clock[0] += 1
+    assert budget.on_step_end(args, TrainerState(global_step=12), control).should_training_stop
+
+
+def test_a_run_from_step_0_starts_a_new_budget(tmp_path, monkeypatch):
+    """A state at step 0 that carries a record (a second `train()` of one trainer) does not spend the budget."""
+    assert scheduler_after(tmp_path, monkeypatch, 1, 6, 10, resumed_state=resumed_at(0, 50)) == pytest.approx(0.9)

@@ -317,6 +317,25 @@ def test_time_budget_stops_training_then_saves_and_evaluates(tmp_path):
     assert (output_dir / "model.safetensors").exists()
 
 
+def test_each_checkpoint_records_the_time_budget_spent_up_to_it(tmp_path):
+    """What a resumed run reads to go on with the run's budget (tests/test_time_budget.py)."""
+    output_dir = tmp_path / "budget"
+    metrics = train.main(
+        tiny_run(
+            output_dir,
+            *("--max_steps", "4", "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", "2"),
+            *("--max_train_minutes", "30", "--num_examples_to_print", "0"),
+        )
+    )
+    spent = [
+        json.loads((output_dir / f"checkpoint-{step}" / "trainer_state.json").read_text())["stateful_callbacks"][
+            "TimeBudgetCallback"
+        ]["attributes"]["trained_seconds"]
+        for step in (2, 4)
+    ]
+    assert 0 < spent[0] < spent[1] <= metrics["train_runtime"]
+
+
 def test_a_decoder_vocabulary_too_small_for_the_targets_is_named(tmp_path):
     """`--model.decoder_vocab_size N` keeps the first N tokenizer ids as targets; a target beyond them fails early
     and clearly."""

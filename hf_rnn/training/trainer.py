@@ -16,7 +16,7 @@ import datasets
 import torch
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
 from torch.utils.data import SequentialSampler
-from transformers import EarlyStoppingCallback, Seq2SeqTrainer, TrainerCallback
+from transformers import EarlyStoppingCallback, Seq2SeqTrainer
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_pt_utils import (
@@ -44,30 +44,12 @@ from .checkpoints import (
     resolve_resume,
     staging_folder,
 )
-from .time_budget import TimeBudgetScheduleMixin
+from .time_budget import TimeBudgetCallback, TimeBudgetScheduleMixin
 
 logger = logging.getLogger(__name__)
 
 # State only a resume reads: uploaded with a checkpoint (hub_strategy "checkpoint"), not with the model.
 RESUME_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth", "trainer_state.json")
-
-
-class TimeBudgetCallback(TrainerCallback):
-    """Ends training once `minutes` of training have passed (equal-time comparisons); the usual save and evaluation
-    follow."""
-
-    def __init__(self, minutes: float):
-        self.seconds = minutes * 60
-        self.started: float | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.started is not None and time.perf_counter() - self.started >= self.seconds:
-            logger.info("Time budget of %.1f min reached at step %d: stopping.", self.seconds / 60, state.global_step)
-            control.should_training_stop = True
-        return control
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
@@ -126,9 +108,6 @@ class RecurrentSeq2SeqTrainer(TimeBudgetScheduleMixin, Seq2SeqTrainer):
     def __init__(self, *args, train_data_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.train_data_collator = train_data_collator
-        minutes = getattr(self.args, "max_train_minutes", None)
-        if minutes:
-            self.add_callback(TimeBudgetCallback(minutes))
         patience = getattr(self.args, "early_stopping_patience", None)
         if patience:
             self.add_callback(EarlyStoppingCallback(early_stopping_patience=patience))
