@@ -429,11 +429,15 @@ def test_interrupted_run_resumes_to_the_same_losses(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_two_process_run_trains_saves_and_counts_each_sentence_once(tmp_path):
-    """`accelerate launch --multi_gpu --num_processes 2` really starts 2 CPU processes (gloo DDP)."""
+    """`accelerate launch --multi_gpu --num_processes 2` really starts 2 CPU processes (gloo DDP).
+
+    The time budget ends the run, so the processes' agreement on the time (tests/test_time_budget.py) runs inside a
+    real DDP training: both stop after the same step, or the run would hang."""
     output_dir = tmp_path / "ddp"
     launcher = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     launcher += ["--mixed_precision", "no", "--dynamo_backend", "no", "train.py"]
-    args = tiny_run(output_dir, "--max_steps", "6", "--synthetic_eval_size", "7", *QUICK)
+    args = tiny_run(output_dir, "--max_steps", "100000", "--max_train_minutes", "0.05", "--synthetic_eval_size", "7")
+    args += QUICK
     args += ["--ddp_find_unused_parameters", "false", "--use_cpu", "true"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
@@ -443,11 +447,12 @@ def test_two_process_run_trains_saves_and_counts_each_sentence_once(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=300,
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     metrics = json.loads((output_dir / "all_results.json").read_text())
+    assert 0 < json.loads((output_dir / "trainer_state.json").read_text())["global_step"] < 100000
     assert metrics["test_num_sentences"] == 7.0 and metrics["eval_num_sentences"] == 7.0
     assert metrics["world_size"] == 2
 
