@@ -252,6 +252,39 @@ class TrainingInterrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
+class LaggedMax:
+    """The largest of the DDP processes' values, agreed one step late: `start` hands this process's value to an
+    all-reduce on a separate gloo group without waiting, and the next `result` waits for it (by then long done), so
+    the agreement never waits on the computation. Every process must call both the same number of times."""
+
+    def __init__(self):
+        self._group = torch.distributed.new_group(backend="gloo")
+        self._pending: tuple[torch.Tensor, object] | None = None
+
+    @classmethod
+    def for_run(cls, args) -> "LaggedMax | None":
+        """One for a multi-process run (call it in every process, at the same point); None for a single process."""
+        if args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            return cls()
+        return None
+
+    def start(self, value: float) -> None:
+        tensor = torch.tensor([value], dtype=torch.float64)
+        work = torch.distributed.all_reduce(
+            tensor, op=torch.distributed.ReduceOp.MAX, group=self._group, async_op=True
+        )
+        self._pending = (tensor, work)
+
+    def result(self) -> float | None:
+        """The agreed value of the last `start`, None if none is pending."""
+        if self._pending is None:
+            return None
+        tensor, work = self._pending
+        work.wait()
+        self._pending = None
+        return float(tensor.item())
+
+
 class StepBoundaryInterrupt(TrainerCallback):
     """SIGINT and SIGTERM ask training to stop at the next optimizer-step boundary, with a checkpoint.
 
@@ -274,8 +307,7 @@ class StepBoundaryInterrupt(TrainerCallback):
         self.stopped_at: int | None = None
         self._previous: dict[int, object] = {}
         self._verbose = True
-        self._group = None
-        self._pending: tuple[torch.Tensor, object] | None = None
+        self._agreement: LaggedMax | None = None
 
     def install(self, args=None) -> None:
         """Take over SIGINT and SIGTERM (main thread only: Python delivers signals there)."""
@@ -300,8 +332,7 @@ class StepBoundaryInterrupt(TrainerCallback):
             os.write(sys.stderr.fileno(), text.encode())
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            self._group = torch.distributed.new_group(backend="gloo")
+        self._agreement = LaggedMax.for_run(args)
 
     def on_step_end(self, args, state, control, **kwargs):
         signum = self._agreed(blocking=False)
@@ -316,25 +347,13 @@ class StepBoundaryInterrupt(TrainerCallback):
         return self._agreed(blocking=True) or None
 
     def _agreed(self, blocking: bool) -> int:
-        if self._group is None:
+        if self._agreement is None:
             return self.signum or 0
-        agreed = 0
-        if self._pending is not None:
-            tensor, work = self._pending
-            work.wait()
-            agreed = int(tensor.item())
-            self._pending = None
+        agreed = int(self._agreement.result() or 0)
         if agreed:
             return agreed
-        tensor = torch.tensor([self.signum or 0])
-        work = torch.distributed.all_reduce(
-            tensor, op=torch.distributed.ReduceOp.MAX, group=self._group, async_op=True
-        )
-        if blocking:
-            work.wait()
-            return int(tensor.item())
-        self._pending = (tensor, work)
-        return 0
+        self._agreement.start(self.signum or 0)
+        return int(self._agreement.result()) if blocking else 0
 
 
 # --------------------------------------------------------------------------------------------------------------------

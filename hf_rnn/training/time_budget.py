@@ -15,10 +15,11 @@ the step schedule's value.
 import logging
 import time
 
-import torch
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
+
+from .checkpoints import LaggedMax
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +28,10 @@ class TimeBudgetCallback(TrainerCallback, ExportableState):
     """Ends training once `minutes` of training have passed (equal-time comparisons); the usual save and evaluation
     follow. Saved with each checkpoint (`trained_seconds`: training time up to it) and read back on resume.
 
-    The clock is read at each step's end. Under DDP the processes take the largest of their readings (an all-reduce
-    on a separate gloo group, one step late so that it never waits on the computation): all of them then see the
-    same time, stop after the same step (one stopping alone would leave the others waiting in the next step's
-    gradient all-reduce) and set the same learning rate (replicas with different rates drift apart).
+    The clock is read at each step's end. Under DDP the processes take the largest of their readings, one step late
+    (`LaggedMax`, as for the stop signals): all of them then see the same time, stop after the same step (one
+    stopping alone would leave the others waiting in the next step's gradient all-reduce) and set the same learning
+    rate (replicas with different rates drift apart).
     """
 
     def __init__(self, minutes: float, trained_seconds: float = 0.0):
@@ -38,8 +39,7 @@ class TimeBudgetCallback(TrainerCallback, ExportableState):
         self.trained_seconds = trained_seconds  # before this process's training began
         self.started: float | None = None
         self.elapsed = trained_seconds  # the run's training time at the last step end, agreed between processes
-        self._group = None
-        self._pending: tuple[torch.Tensor, object] | None = None
+        self._agreement: LaggedMax | None = None
 
     def elapsed_seconds(self) -> float:
         """Training time of the run at the last step's end: this process's and that of the runs it resumed."""
@@ -53,8 +53,7 @@ class TimeBudgetCallback(TrainerCallback, ExportableState):
         self.trained_seconds = float(saved.get("attributes", {}).get("trained_seconds", 0.0)) if saved else 0.0
         self.elapsed = self.trained_seconds
         self.started = time.perf_counter()
-        if args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            self._group = torch.distributed.new_group(backend="gloo")
+        self._agreement = LaggedMax.for_run(args)
         if self.trained_seconds:
             logger.info(
                 "Time budget: %.1f of %.1f min spent before this resume.", self.trained_seconds / 60, self.seconds / 60
@@ -64,27 +63,20 @@ class TimeBudgetCallback(TrainerCallback, ExportableState):
         if self.started is None:
             return control
         reading = self.trained_seconds + time.perf_counter() - self.started
-        if self._group is None:
+        if self._agreement is None:
             self.elapsed = reading
         else:
-            if self._pending is not None:
-                tensor, work = self._pending
-                work.wait()
-                self.elapsed = float(tensor.item())
-            tensor = torch.tensor([reading], dtype=torch.float64)
-            work = torch.distributed.all_reduce(
-                tensor, op=torch.distributed.ReduceOp.MAX, group=self._group, async_op=True
-            )
-            self._pending = (tensor, work)
+            agreed = self._agreement.result()
+            self.elapsed = self.elapsed if agreed is None else agreed
+            self._agreement.start(reading)
         if self.elapsed >= self.seconds:
             logger.info("Time budget of %.1f min reached at step %d: stopping.", self.seconds / 60, state.global_step)
             control.should_training_stop = True
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self._pending is not None:  # every process started it: finish it before the group goes
-            self._pending[1].wait()
-            self._pending = None
+        if self._agreement is not None:  # every process started one: finish it before the group goes
+            self._agreement.result()
 
     def state(self) -> dict:
         return {"args": {"minutes": self.seconds / 60}, "attributes": {"trained_seconds": self.elapsed}}
