@@ -34,11 +34,11 @@ class TimeBudgetCallback(TrainerCallback, ExportableState):
     rate (replicas with different rates drift apart).
     """
 
-    def __init__(self, minutes: float, trained_seconds: float = 0.0):
+    def __init__(self, minutes: float):
         self.seconds = minutes * 60
-        self.trained_seconds = trained_seconds  # before this process's training began
+        self.trained_seconds = 0.0  # before this process's training began (read from the checkpoint on resume)
         self.started: float | None = None
-        self.elapsed = trained_seconds  # the run's training time at the last step end, agreed between processes
+        self.elapsed = 0.0  # the run's training time at the last step end, agreed between processes
         self._agreement: LaggedMax | None = None
 
     def elapsed_seconds(self) -> float:
