@@ -1,5 +1,6 @@
 """Test helpers: tiny random models built from configs (nothing is downloaded)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -131,6 +132,24 @@ def indexing_backward_nodes(loss: torch.Tensor) -> int:
         count += any(kind in type(node).__name__ for kind in ("Select", "Slice", "Index"))
         stack.extend(function for function, _ in node.next_functions)
     return count
+
+
+def most_allocations_alive(run, nbytes: int, trace_file: Path) -> int:
+    """The most CPU allocations of at least `nbytes` alive at once while `run()` executes, read from the profiler's
+    memory events (each allocation and free with its address) through a Chrome trace written to `trace_file`."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
+        run()
+    profile.export_chrome_trace(str(trace_file))
+    events = [event for event in json.loads(trace_file.read_text())["traceEvents"] if event.get("name") == "[memory]"]
+    alive, most = set(), 0
+    for event in sorted(events, key=lambda event: event["ts"]):
+        address, size = event["args"]["Addr"], event["args"]["Bytes"]
+        if size >= nbytes:
+            alive.add(address)
+        elif size < 0:
+            alive.discard(address)
+        most = max(most, len(alive))
+    return most
 
 
 def op_outputs(run) -> list[tuple[str, tuple[int, ...], torch.dtype]]:

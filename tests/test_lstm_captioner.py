@@ -6,9 +6,17 @@ import logging
 import numpy as np
 import pytest
 import torch
-from helpers import BLOCK_HF_RNN, FIXTURES, indexing_backward_nodes, op_outputs, run_python
+from helpers import BLOCK_HF_RNN, FIXTURES, indexing_backward_nodes, most_allocations_alive, op_outputs, run_python
 from huggingface_hub.errors import StrictDataclassError
-from transformers import AutoModelForImageTextToText, AutoProcessor, ResNetConfig, ResNetModel, ViTConfig, pipeline
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    GenerationMixin,
+    ResNetConfig,
+    ResNetModel,
+    ViTConfig,
+    pipeline,
+)
 from transformers.generation import utils as generation_utils
 from transformers.testing_utils import CaptureLogger
 
@@ -245,6 +253,29 @@ def beam_search(model, images: torch.Tensor, length_penalty: float = 1.0):
         output_scores=True,
         return_dict_in_generate=True,
     )
+
+
+def test_beam_search_holds_three_vocabulary_arrays_at_most(tmp_path, monkeypatch):
+    """transformers' beam loop keeps the previous step's summed scores (rows, vocabulary) alive until the next are
+    computed: four such arrays at once. The model gives them back after the top-k step, so three are the most;
+    transformers' own top-k step is the oracle for the output. (The default no-repeat processor clones the scores,
+    one array more in either case.)"""
+    model = tiny_captioner(seed=2, vocab_size=20000)
+    kwargs = dict(pixel_values=pixels(3, seed=3), num_beams=4, max_new_tokens=6, no_repeat_ngram_size=0)
+    one_image = 4 * 20000 * 4  # its beams' float32 scores: less than any (rows, vocabulary) array, more than the rest
+    outputs = {}
+    with torch.no_grad():
+        ours = most_allocations_alive(
+            lambda: outputs.setdefault("ours", model.generate(**kwargs)), one_image, tmp_path / "ours.json"
+        )
+        monkeypatch.setattr(
+            LSTMCaptionerForConditionalGeneration, "_get_top_k_continuations", GenerationMixin._get_top_k_continuations
+        )
+        stock = most_allocations_alive(
+            lambda: outputs.setdefault("stock", model.generate(**kwargs)), one_image, tmp_path / "stock.json"
+        )
+    assert torch.equal(outputs["ours"], outputs["stock"])
+    assert (ours, stock) == (3, 4)
 
 
 @pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0])

@@ -5,6 +5,7 @@ import itertools
 
 import pytest
 import torch
+from helpers import most_allocations_alive
 from huggingface_hub.errors import StrictDataclassError
 from torch.func import functional_call
 from transformers import (
@@ -12,6 +13,7 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
+    GenerationMixin,
     Trainer,
     TrainingArguments,
 )
@@ -463,6 +465,27 @@ def beam_search(model, ids, mask, length_penalty: float = 1.0):
         output_scores=True,
         return_dict_in_generate=True,
     )
+
+
+def test_beam_search_holds_three_vocabulary_arrays_at_most(tmp_path, monkeypatch):
+    """transformers' beam loop keeps the previous step's summed scores (rows, vocabulary) alive until the next are
+    computed: four such arrays at once. The model gives them back after the top-k step, so three are the most;
+    transformers' own top-k step is the oracle for the output."""
+    model = tiny_lm(seed=12, vocab_size=2000, eos_token_id=5)
+    ids, mask = pad(random_rows([4, 1, 3, 5, 2], model.config.vocab_size, seed=12), "left")
+    kwargs = dict(input_ids=ids, attention_mask=mask, num_beams=4, max_new_tokens=8)
+    one_prompt = 4 * 2000 * 4  # its beams' float32 scores: less than any (rows, vocabulary) array, more than the rest
+    outputs = {}
+    with torch.no_grad():
+        ours = most_allocations_alive(
+            lambda: outputs.setdefault("ours", model.generate(**kwargs)), one_prompt, tmp_path / "ours.json"
+        )
+        monkeypatch.setattr(LSTMForCausalLM, "_get_top_k_continuations", GenerationMixin._get_top_k_continuations)
+        stock = most_allocations_alive(
+            lambda: outputs.setdefault("stock", model.generate(**kwargs)), one_prompt, tmp_path / "stock.json"
+        )
+    assert torch.equal(outputs["ours"], outputs["stock"])
+    assert (ours, stock) == (3, 4)
 
 
 @pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0])

@@ -12,6 +12,7 @@ from helpers import (
     BLOCK_HF_RNN,
     FIXTURES,
     indexing_backward_nodes,
+    most_allocations_alive,
     op_outputs,
     random_batch,
     run_python,
@@ -218,6 +219,35 @@ def test_beams_read_one_encoding_of_their_sentence(attention_type, input_feeding
     assert seen[0][:2] == (4 * len(source), len(source))
     assert all(rows == 4 * memory and keys in (None, memory) for rows, memory, keys in seen)
     assert min(memory for _, memory, _ in seen) < len(source)  # sentences left the batch
+
+
+def test_beam_search_holds_three_vocabulary_arrays_at_most(tmp_path, monkeypatch):
+    """A beam step needs the model's logits, their float32 copy and its log-softmax, then the scores summed with
+    the beams' (rows, vocabulary each). transformers' loop also keeps the previous step's summed scores until the
+    next are computed (four arrays at once), and a full-batch logits array kept across steps would be one more:
+    neither outlives its step here. Stock generate(), with transformers' own top-k step, gives the output (and
+    shows that the count sees the fourth array)."""
+    model = tiny_model(seed=3, hidden_size=32, embedding_size=16, decoder_vocab_size=2000)
+    with torch.no_grad():  # sentences that end at different steps, so rows are dropped
+        model.lm_head.bias[model.config.eos_token_id] += 3.0
+    source, mask = random_batch([6, 2, 5, 3, 6, 4, 1, 5], model.config.vocab_size, seed=9)
+    kwargs = dict(input_ids=source, attention_mask=mask, max_new_tokens=12, num_beams=4)
+    one_sentence = (
+        4 * 2000 * 4
+    )  # its beams' float32 scores: less than any (rows, vocabulary) array, more than the rest
+    outputs = {}
+    with torch.no_grad():
+        ours = most_allocations_alive(
+            lambda: outputs.setdefault("ours", model.generate(**kwargs)), one_sentence, tmp_path / "ours.json"
+        )
+        monkeypatch.setattr(type(model), "_get_top_k_continuations", GenerationMixin._get_top_k_continuations)
+        stock = most_allocations_alive(
+            lambda: outputs.setdefault("stock", GenerationMixin.generate(model, **kwargs)),
+            one_sentence,
+            tmp_path / "stock.json",
+        )
+    assert torch.equal(outputs["ours"], outputs["stock"])
+    assert (ours, stock) == (3, 4)
 
 
 def test_dropping_finished_sentences_takes_encoder_outputs_in_every_form():

@@ -527,6 +527,24 @@ class LSTMForCausalLM(LSTMPreTrainedModel, GenerationMixin):
             model_inputs["attention_mask"] = torch.ones_like(model_inputs["input_ids"])
         return model_inputs
 
+    # Copied from hf_rnn.translator.generation_lstm_seq2seq.LSTMSeq2SeqGenerationMixin._get_top_k_continuations
+    def _get_top_k_continuations(self, accumulated_log_probs: torch.Tensor, *args, **kwargs):
+        """Beam search's best continuations; then the memory of `accumulated_log_probs` (batch, beams x vocabulary)
+        is given back.
+
+        transformers' beam search reads that array only here, but its loop keeps the name bound until the next
+        step has computed the next one, so two of them would be alive during every step's copy of the logits.
+        Freeing it keeps beam search's peak at three (rows, vocabulary) float32 arrays instead of four (10 MiB
+        less at 64 sentences x 5 beams x 8,000 tokens). The tensor is emptied in place (`set_()`, shape (0,)), so
+        a transformers release that read it again would meet a shape error, not decode differently; so is the
+        (batch, beams, vocabulary) tensor it is a view of, which outside inference mode holds the memory too.
+        """
+        continuations = super()._get_top_k_continuations(accumulated_log_probs, *args, **kwargs)
+        for tensor in (accumulated_log_probs._base, accumulated_log_probs):
+            if tensor is not None:
+                tensor.set_()
+        return continuations
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
