@@ -152,6 +152,28 @@ def most_allocations_alive(run, nbytes: int, trace_file: Path) -> int:
     return most
 
 
+def beam_vocabulary_arrays(
+    model, kwargs: dict, nbytes: int, trace_dir: Path, monkeypatch, stock=None
+) -> tuple[int, int]:
+    """The most allocations of at least `nbytes` alive at once in `model.generate(**kwargs)`, then in `stock(model,
+    **kwargs)` (default: `model.generate`) with transformers' own top-k step in place of the model's; both runs must
+    give the same output."""
+    from transformers import GenerationMixin
+
+    outputs = {}
+    with torch.no_grad():
+        ours = most_allocations_alive(
+            lambda: outputs.setdefault("ours", model.generate(**kwargs)), nbytes, trace_dir / "ours.json"
+        )
+        monkeypatch.setattr(type(model), "_get_top_k_continuations", GenerationMixin._get_top_k_continuations)
+        run_stock = stock or type(model).generate
+        theirs = most_allocations_alive(
+            lambda: outputs.setdefault("stock", run_stock(model, **kwargs)), nbytes, trace_dir / "stock.json"
+        )
+    assert torch.equal(outputs["ours"], outputs["stock"])
+    return ours, theirs
+
+
 def op_outputs(run) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
     """(aten op, output shape, output dtype) of every tensor each op produces while `run()` executes, backward passes
     included: what a computation allocates, whichever Python code asked for it."""

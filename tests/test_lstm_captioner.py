@@ -6,12 +6,11 @@ import logging
 import numpy as np
 import pytest
 import torch
-from helpers import BLOCK_HF_RNN, FIXTURES, indexing_backward_nodes, most_allocations_alive, op_outputs, run_python
+from helpers import BLOCK_HF_RNN, FIXTURES, beam_vocabulary_arrays, indexing_backward_nodes, op_outputs, run_python
 from huggingface_hub.errors import StrictDataclassError
 from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
-    GenerationMixin,
     ResNetConfig,
     ResNetModel,
     ViTConfig,
@@ -263,19 +262,7 @@ def test_beam_search_holds_three_vocabulary_arrays_at_most(tmp_path, monkeypatch
     model = tiny_captioner(seed=2, vocab_size=20000)
     kwargs = dict(pixel_values=pixels(3, seed=3), num_beams=4, max_new_tokens=6, no_repeat_ngram_size=0)
     one_image = 4 * 20000 * 4  # its beams' float32 scores: less than any (rows, vocabulary) array, more than the rest
-    outputs = {}
-    with torch.no_grad():
-        ours = most_allocations_alive(
-            lambda: outputs.setdefault("ours", model.generate(**kwargs)), one_image, tmp_path / "ours.json"
-        )
-        monkeypatch.setattr(
-            LSTMCaptionerForConditionalGeneration, "_get_top_k_continuations", GenerationMixin._get_top_k_continuations
-        )
-        stock = most_allocations_alive(
-            lambda: outputs.setdefault("stock", model.generate(**kwargs)), one_image, tmp_path / "stock.json"
-        )
-    assert torch.equal(outputs["ours"], outputs["stock"])
-    assert (ours, stock) == (3, 4)
+    assert beam_vocabulary_arrays(model, kwargs, one_image, tmp_path, monkeypatch) == (3, 4)
 
 
 @pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0])

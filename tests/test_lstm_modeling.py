@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 import torch
-from helpers import most_allocations_alive
+from helpers import beam_vocabulary_arrays
 from huggingface_hub.errors import StrictDataclassError
 from torch.func import functional_call
 from transformers import (
@@ -13,7 +13,6 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
-    GenerationMixin,
     Trainer,
     TrainingArguments,
 )
@@ -475,17 +474,7 @@ def test_beam_search_holds_three_vocabulary_arrays_at_most(tmp_path, monkeypatch
     ids, mask = pad(random_rows([4, 1, 3, 5, 2], model.config.vocab_size, seed=12), "left")
     kwargs = dict(input_ids=ids, attention_mask=mask, num_beams=4, max_new_tokens=8)
     one_prompt = 4 * 2000 * 4  # its beams' float32 scores: less than any (rows, vocabulary) array, more than the rest
-    outputs = {}
-    with torch.no_grad():
-        ours = most_allocations_alive(
-            lambda: outputs.setdefault("ours", model.generate(**kwargs)), one_prompt, tmp_path / "ours.json"
-        )
-        monkeypatch.setattr(LSTMForCausalLM, "_get_top_k_continuations", GenerationMixin._get_top_k_continuations)
-        stock = most_allocations_alive(
-            lambda: outputs.setdefault("stock", model.generate(**kwargs)), one_prompt, tmp_path / "stock.json"
-        )
-    assert torch.equal(outputs["ours"], outputs["stock"])
-    assert (ours, stock) == (3, 4)
+    assert beam_vocabulary_arrays(model, kwargs, one_prompt, tmp_path, monkeypatch) == (3, 4)
 
 
 @pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0])

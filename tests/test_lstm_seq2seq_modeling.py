@@ -11,8 +11,8 @@ import torch
 from helpers import (
     BLOCK_HF_RNN,
     FIXTURES,
+    beam_vocabulary_arrays,
     indexing_backward_nodes,
-    most_allocations_alive,
     op_outputs,
     random_batch,
     run_python,
@@ -232,22 +232,9 @@ def test_beam_search_holds_three_vocabulary_arrays_at_most(tmp_path, monkeypatch
         model.lm_head.bias[model.config.eos_token_id] += 3.0
     source, mask = random_batch([6, 2, 5, 3, 6, 4, 1, 5], model.config.vocab_size, seed=9)
     kwargs = dict(input_ids=source, attention_mask=mask, max_new_tokens=12, num_beams=4)
-    one_sentence = (
-        4 * 2000 * 4
-    )  # its beams' float32 scores: less than any (rows, vocabulary) array, more than the rest
-    outputs = {}
-    with torch.no_grad():
-        ours = most_allocations_alive(
-            lambda: outputs.setdefault("ours", model.generate(**kwargs)), one_sentence, tmp_path / "ours.json"
-        )
-        monkeypatch.setattr(type(model), "_get_top_k_continuations", GenerationMixin._get_top_k_continuations)
-        stock = most_allocations_alive(
-            lambda: outputs.setdefault("stock", GenerationMixin.generate(model, **kwargs)),
-            one_sentence,
-            tmp_path / "stock.json",
-        )
-    assert torch.equal(outputs["ours"], outputs["stock"])
-    assert (ours, stock) == (3, 4)
+    one_sentence = 4 * 2000 * 4  # its beams' float32 scores: less than any (rows, vocabulary) array, more than others
+    counts = beam_vocabulary_arrays(model, kwargs, one_sentence, tmp_path, monkeypatch, stock=GenerationMixin.generate)
+    assert counts == (3, 4)
 
 
 def test_dropping_finished_sentences_takes_encoder_outputs_in_every_form():
