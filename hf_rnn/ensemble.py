@@ -210,7 +210,9 @@ class Seq2SeqEnsemble(PreTrainedModel, LSTMSeq2SeqGenerationMixin):
                 raise ValueError("Pass `input_ids`, or `encoder_outputs` from `get_encoder()` with `attention_mask`.")
             encoder_outputs = self.get_encoder()(input_ids, attention_mask=attention_mask)
         states = cache.states if cache is not None else [None] * len(self.members)
-        log_probs, new_states, attentions = [], [], []
+        # A running sum, not a stack of every member's (B, T, V) log-probabilities: the most arrays of that size held
+        # at once stays the same for any number of members.
+        log_prob_sum, new_states, attentions = None, [], []
         for index, (member, state) in enumerate(zip(self.members, states)):
             output = member(
                 attention_mask=attention_mask,
@@ -221,12 +223,15 @@ class Seq2SeqEnsemble(PreTrainedModel, LSTMSeq2SeqGenerationMixin):
                 output_attentions=output_attentions,
                 return_dict=True,
             )
-            log_probs.append(torch.log_softmax(output.logits.float(), dim=-1))  # (B, T, V)
             new_states.append(output.cache)
             if output.cross_attentions is not None:
                 attentions.append(output.cross_attentions[-1].float())  # (B, 1, T, S)
+            log_probs = torch.log_softmax(output.logits.float(), dim=-1)  # (B, T, V)
+            del output  # and with it the member's logits, spent
+            log_prob_sum = log_probs if log_prob_sum is None else log_prob_sum + log_probs
+            del log_probs  # else alive through the next member's step
         return Seq2SeqLMOutput(
-            logits=torch.stack(log_probs).mean(dim=0),  # (N, B, T, V) -> (B, T, V)
+            logits=log_prob_sum / len(self.members),
             cache=EnsembleCache(self.members, new_states) if new_states[0] is not None else None,
             cross_attentions=(torch.stack(attentions).mean(dim=0),) if attentions else None,
         )

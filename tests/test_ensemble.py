@@ -3,7 +3,7 @@ single model, teacher-forced member log-probabilities averaged by hand, stock `g
 
 import pytest
 import torch
-from helpers import random_batch, tiny_model
+from helpers import most_allocations_alive, random_batch, tiny_model
 from transformers import GenerationMixin, pipeline
 
 from hf_rnn import TranslationPipeline
@@ -168,6 +168,26 @@ def test_cross_attentions_are_the_mean_of_the_members_that_attend():
     torch.testing.assert_close(ours.cross_attentions[0], torch.stack(weights).mean(dim=0))
     logits = torch.stack([torch.log_softmax(output.logits, dim=-1) for output in each]).mean(dim=0)
     torch.testing.assert_close(ours.logits, logits)
+
+
+def test_a_decoder_step_holds_as_many_vocabulary_arrays_for_four_members_as_for_two(tmp_path):
+    """The (B, T, V) arrays alive at once in one forward step do not grow with the members (before: each member's
+    log-probabilities, their stack and their mean, 5 for two members and 7 for four); the logits are the mean of the
+    members' log-probabilities."""
+    models = [tiny_model(seed=seed, decoder_vocab_size=4000) for seed in range(4)]
+    source, mask = batch()
+    step = dict(input_ids=source, attention_mask=mask, decoder_input_ids=torch.tensor([[1, 5, 7, 4]] * len(source)))
+    nbytes = step["decoder_input_ids"].numel() * 4000 * 4
+
+    def count(size: int) -> int:
+        ensemble, outputs = Seq2SeqEnsemble(models[:size]), []
+        most = most_allocations_alive(lambda: outputs.append(ensemble(**step)), nbytes, tmp_path / f"{size}.json")
+        each = [torch.log_softmax(m(**step).logits, dim=-1) for m in models[:size]]
+        torch.testing.assert_close(outputs[0].logits, torch.stack(each).mean(dim=0))
+        return most
+
+    with torch.no_grad():
+        assert [count(2), count(4)] == [3, 3]  # a member's logits, its log-probabilities and the sum
 
 
 @pytest.mark.parametrize(
