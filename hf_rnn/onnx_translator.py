@@ -144,6 +144,17 @@ class OnnxTranslator:
         rows.state.update(zip(self.step_state_names, state))
         return logits
 
+    def _step_top_k(self, rows: "Rows", tokens: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """`_step`, then each row's `keep` best log-probabilities and their tokens, and the vocabulary size. The
+        (rows, V) logits are not kept: bound in the beam loop, they would stay alive through the next decoder step
+        beside the new ones."""
+        logits = self._step(rows, tokens)
+        vocab = logits.shape[-1]
+        row_scores, row_tokens = self.top_k.run(
+            None, {"logits": logits.reshape(-1, vocab), "k": np.array([min(keep, vocab)])}
+        )
+        return row_scores, row_tokens, vocab
+
     def _greedy(self, rows: "Rows", max_length: int) -> np.ndarray:
         settings = self.settings
         batch = rows.count
@@ -152,9 +163,9 @@ class OnnxTranslator:
         finished = np.zeros(batch, dtype=bool)
         held = np.arange(batch)  # batch positions of the rows still computed
         while sequences.shape[1] < max_length and not finished.all():
-            logits = self._step(rows, sequences[held, -1:])
             tokens = np.full(batch, settings["pad_token_id"], dtype=np.int64)
-            tokens[held] = logits[:, 0].argmax(axis=-1)
+            # unbound, the (rows, V) logits die here instead of living through the next step (see _step_top_k)
+            tokens[held] = self._step(rows, sequences[held, -1:])[:, 0].argmax(axis=-1)
             tokens[finished] = settings["pad_token_id"]
             sequences = np.concatenate([sequences, tokens[:, None]], axis=1)
             finished |= np.isin(tokens, eos)
@@ -198,11 +209,7 @@ class OnnxTranslator:
         held = np.arange(batch)  # sentences still computed
         cur_len = 1
         while True:
-            logits = self._step(rows, running[held, :, cur_len - 1])
-            vocab = logits.shape[-1]
-            row_scores, row_tokens = self.top_k.run(
-                None, {"logits": logits.reshape(-1, vocab), "k": np.array([min(keep, vocab)])}
-            )
+            row_scores, row_tokens, vocab = self._step_top_k(rows, running[held, :, cur_len - 1], keep)
             # The best `keep` of a sentence's k × vocab continuations are among its rows' best `keep` each; ranked
             # by score, then by position in the k × vocab scores, as a stable sort of all of them ranks them.
             scores = (row_scores.reshape(len(held), k, -1) + running_scores[held, :, None]).reshape(len(held), -1)

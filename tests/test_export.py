@@ -5,6 +5,7 @@ import copy
 import json
 import subprocess
 import sys
+import weakref
 
 import numpy as np
 import pytest
@@ -182,6 +183,34 @@ def test_the_sessions_do_not_spin_between_runs(tmp_path):
     for session in (translator.encoder, translator.decoder, translator.top_k):
         options = session.get_session_options()
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+class RecordingSession:
+    """Stands in for the decoder session: at each run, counts the logits arrays of earlier runs still alive."""
+
+    def __init__(self, session):
+        self.session, self.returned, self.alive_at_run = session, [], []
+
+    def run(self, *args, **kwargs):
+        self.alive_at_run.append(sum(ref() is not None for ref in self.returned))
+        outputs = self.session.run(*args, **kwargs)
+        self.returned.append(weakref.ref(outputs[0]))
+        return outputs
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_a_decoder_step_runs_without_the_previous_step_s_logits_alive(tmp_path, num_beams):
+    """The (rows, vocabulary) logits are the loop's largest arrays: a step's are spent once their top-k or argmax is
+    taken, and must not stay bound while the next decoder step allocates its own (before: one alive at each step)."""
+    model = tiny_model(seed=1)
+    translator = OnnxTranslator(export_translator(model, tmp_path))
+    ids, mask = random_batch([5, 3, 7], model.config.vocab_size, seed=0)
+    expected = translator.generate(ids.numpy(), mask.numpy(), num_beams=num_beams, max_new_tokens=6)
+    translator.decoder = RecordingSession(translator.decoder)
+    output = translator.generate(ids.numpy(), mask.numpy(), num_beams=num_beams, max_new_tokens=6)
+    np.testing.assert_array_equal(output, expected)
+    assert len(translator.decoder.alive_at_run) == 6
+    assert translator.decoder.alive_at_run == [0] * 6
 
 
 def test_a_folder_exported_by_another_version_is_named(tmp_path):
