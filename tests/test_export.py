@@ -3,6 +3,7 @@
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 import weakref
@@ -25,7 +26,7 @@ from helpers import (
 pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxscript, onnxruntime) is not installed")
 pytest.importorskip("onnxscript", reason="the export extra (onnx, onnxscript, onnxruntime) is not installed")
 
-from hf_rnn.export import ExportError, export_translator
+from hf_rnn.export import ExportError, export_translator, write_top_k_graph
 from hf_rnn.onnx_translator import TOP_K, OnnxTranslator, Rows
 
 pytestmark = pytest.mark.slow  # an export takes seconds
@@ -56,6 +57,14 @@ SEARCHES = [
 def exported(request, tmp_path_factory):
     model = tiny_model(seed=1, **request.param)
     return model, OnnxTranslator(export_translator(model, tmp_path_factory.mktemp("onnx")))
+
+
+@pytest.fixture(scope="module")
+def default_export(tmp_path_factory):
+    """`tiny_model()` and its export, made once for the tests that need an export but no particular model (an export
+    takes seconds); a test that changes the files copies the folder first."""
+    model = tiny_model()
+    return model, export_translator(model, tmp_path_factory.mktemp("default-onnx"))
 
 
 @pytest.mark.parametrize("num_beams, kwargs", SEARCHES)
@@ -148,9 +157,8 @@ def test_what_cannot_be_exported_is_one_sentence(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("python -m hf_rnn.export: error: ")
 
 
-def test_bad_input_is_named_before_onnxruntime_sees_it(tmp_path):
-    model = tiny_model()
-    translator = OnnxTranslator(export_translator(model, tmp_path))
+def test_bad_input_is_named_before_onnxruntime_sees_it(default_export):
+    translator = OnnxTranslator(default_export[1])
     with pytest.raises(ValueError, match="token id 99, outside the vocabulary \\[0, 23\\)"):
         translator.generate(np.array([[5, 99]]))
     with pytest.raises(ValueError, match="right-padded"):
@@ -165,7 +173,7 @@ def test_the_top_k_graph_ranks_as_a_stable_sort_of_the_log_probabilities_ties_in
     """log_softmax_top_k.onnx: the indices of a stable argsort of torch's log-softmax, in order, where ties straddle
     the k-th place (few distinct values) and where k is the whole row; the values equal torch's."""
     onnxruntime = pytest.importorskip("onnxruntime")
-    export_translator(tiny_model(seed=1), tmp_path)
+    write_top_k_graph(tmp_path / TOP_K)
     session = onnxruntime.InferenceSession(str(tmp_path / TOP_K))
     rng = np.random.default_rng(0)
     for logits in (rng.standard_normal((6, 500)), rng.integers(0, 4, (6, 500))):
@@ -177,9 +185,9 @@ def test_the_top_k_graph_ranks_as_a_stable_sort_of_the_log_probabilities_ties_in
             np.testing.assert_allclose(values, np.take_along_axis(log_probs, tokens, axis=1), rtol=0, atol=1e-6)
 
 
-def test_the_sessions_do_not_spin_between_runs(tmp_path):
+def test_the_sessions_do_not_spin_between_runs(default_export):
     """The loop alternates three sessions and numpy: no session's threads may hold the cores after its run."""
-    translator = OnnxTranslator(export_translator(tiny_model(seed=1), tmp_path))
+    translator = OnnxTranslator(default_export[1])
     for session in (translator.encoder, translator.decoder, translator.top_k):
         options = session.get_session_options()
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
@@ -199,11 +207,11 @@ class RecordingSession:
 
 
 @pytest.mark.parametrize("num_beams", [1, 4])
-def test_a_decoder_step_runs_without_the_previous_step_s_logits_alive(tmp_path, num_beams):
+def test_a_decoder_step_runs_without_the_previous_step_s_logits_alive(default_export, num_beams):
     """The (rows, vocabulary) logits are the loop's largest arrays: a step's are spent once their top-k or argmax is
     taken, and must not stay bound while the next decoder step allocates its own (before: one alive at each step)."""
-    model = tiny_model(seed=1)
-    translator = OnnxTranslator(export_translator(model, tmp_path))
+    model, folder = default_export
+    translator = OnnxTranslator(folder)
     ids, mask = random_batch([5, 3, 7], model.config.vocab_size, seed=0)
     expected = translator.generate(ids.numpy(), mask.numpy(), num_beams=num_beams, max_new_tokens=6)
     translator.decoder = RecordingSession(translator.decoder)
@@ -213,9 +221,9 @@ def test_a_decoder_step_runs_without_the_previous_step_s_logits_alive(tmp_path, 
     assert translator.decoder.alive_at_run == [0] * 6
 
 
-def test_a_folder_exported_by_another_version_is_named(tmp_path):
+def test_a_folder_exported_by_another_version_is_named(default_export, tmp_path):
     """Folders from before the top-k graph, and from before the per-beam state (no "format"), or from a later one."""
-    export_translator(tiny_model(seed=1), tmp_path)
+    shutil.copytree(default_export[1], tmp_path, dirs_exist_ok=True)
     settings_file = tmp_path / "onnx_decoding.json"
     settings = json.loads(settings_file.read_text())
     for format in (None, 1, 3):
@@ -258,28 +266,35 @@ def test_int8_export_runs_integer_products_and_keeps_the_teacher_forced_logits_c
     assert output.shape[0] == 4 and (output[:, 0] == model.config.decoder_start_token_id).all()
 
 
+@pytest.fixture(scope="module")
+def text_model_export(tmp_path_factory):
+    """A folder `model` (a translator and its tokenizer) and its export `onnx`, with the tokenizer files."""
+    folder = tmp_path_factory.mktemp("text-model")
+    tokenizer = sentence_tokenizer()
+    model = untrained_translator(tokenizer)
+    model.save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    export_translator(model, folder / "onnx")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / "onnx" / name).write_bytes((folder / "model" / name).read_bytes())
+    return folder
+
+
 @pytest.mark.parametrize("keep_unk", [False, True], ids=["text", "keep-unk"])
 def test_the_decode_benchmark_over_onnxruntime_writes_what_the_torch_path_writes_without_importing_torch(
-    tmp_path, keep_unk
+    text_model_export, tmp_path, keep_unk
 ):
     """benchmarks/decode.py --onnx tokenises and detokenises with `tokenizers` alone (to measure serving without
     torch); its hypotheses and ids must equal the transformers path's, and torch must stay unimported."""
-    tokenizer = sentence_tokenizer()
-    model = untrained_translator(tokenizer)
-    model.save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
-    export_translator(model, tmp_path / "onnx")
     module_file = REPO_ROOT / "hf_rnn" / "onnx_translator.py"
-    assert (tmp_path / "onnx" / "onnx_translator.py").read_text() == module_file.read_text()
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        (tmp_path / "onnx" / name).write_bytes((tmp_path / "model" / name).read_bytes())
+    assert (text_model_export / "onnx" / "onnx_translator.py").read_text() == module_file.read_text()
     test_file = tmp_path / "test.jsonl"
     pairs = [{"translation": {"en": s, "ko": t}} for s, t in zip(SENTENCES * 3, TRANSLATIONS * 3)]
     test_file.write_text("".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs), encoding="utf-8")
-    common = ["--model", str(tmp_path / "model"), "--test-file", str(test_file), "--target-lang", "ko"]
+    common = ["--model", str(text_model_export / "model"), "--test-file", str(test_file), "--target-lang", "ko"]
     common += ["--max-new-tokens", "8", "--batch-size", "5", "--single", "3", "--no-score"]
     common += ["--keep-unk"] if keep_unk else []
-    for backend, extra in (("torch", []), ("onnx", ["--onnx", str(tmp_path / "onnx")])):
+    for backend, extra in (("torch", []), ("onnx", ["--onnx", str(text_model_export / "onnx")])):
         argv = ["decode.py", *common, *extra, "--hypotheses-dir", str(tmp_path / backend)]
         code = (
             f"import runpy, sys; sys.argv = {argv!r}\n"
