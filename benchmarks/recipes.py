@@ -345,13 +345,15 @@ def average(args: argparse.Namespace, recorder: Recorder) -> None:
 
 
 def ensemble(args: argparse.Namespace, recorder: Recorder) -> None:
-    """Each member alone, then the ensemble, on test2016 (beam 5): BLEU, and the ensemble's decoding time over the
-    members' mean. With --average-last K each member is first the average of its last K checkpoints."""
+    """Each member alone on test2016 (beam 5), then the ensemble on validation (to choose between ensembles without
+    looking at the test set) and test2016: BLEU, chrF, and the ensemble's test2016 decoding time over the members'
+    mean. With --average-last K each member is first the average of its last K checkpoints."""
     from hf_rnn.average import average_checkpoints, run_checkpoints
     from hf_rnn.compatibility import tokenizer_difference
     from hf_rnn.ensemble import Seq2SeqEnsemble
 
-    sources, references = evaluation_sets(args.smoke)["test2016"]
+    sets = evaluation_sets(args.smoke)
+    sources, references = sets["test2016"]
     members, tokenizer, row = [], None, {"command": "ensemble", "runs": args.runs, "average_last": args.average_last}
     for name in args.runs:
         folder = run_folder(name, args.smoke)
@@ -366,10 +368,13 @@ def ensemble(args: argparse.Namespace, recorder: Recorder) -> None:
         row.setdefault("member_test2016_bleu", []).append(scores(hypotheses, references)["bleu"])
         row.setdefault("member_seconds", []).append(round(seconds, 1))
         members.append(model)
-    hypotheses, seconds = decode(Seq2SeqEnsemble(members, args.runs), tokenizer, sources)
-    row.update({f"test2016_{key}": value for key, value in scores(hypotheses, references).items()})
-    row["seconds"] = round(seconds, 1)
-    row["time_ratio_to_one_model"] = round(seconds / (sum(row["member_seconds"]) / len(members)), 2)
+    combined = Seq2SeqEnsemble(members, args.runs)
+    for split, (split_sources, split_references) in sets.items():
+        hypotheses, seconds = decode(combined, tokenizer, split_sources)
+        row.update({f"{split}_{key}": value for key, value in scores(hypotheses, split_references).items()})
+        row[f"{split}_seconds"] = round(seconds, 1)
+    row["seconds"] = row.pop("test2016_seconds")
+    row["time_ratio_to_one_model"] = round(row["seconds"] / (sum(row["member_seconds"]) / len(members)), 2)
     recorder.add(row)
 
 
