@@ -283,6 +283,17 @@ def scores(hypotheses: list[str], references: list[str]) -> dict:
     }
 
 
+def evaluate(model, tokenizer, sets: dict, length_penalty: float = 1.0) -> dict:
+    """BLEU, chrF and decoding seconds (beam 5) of `model` on each of `sets`: `{split}_bleu`, `{split}_chrf` and
+    `{split}_seconds`."""
+    row = {}
+    for split, (sources, references) in sets.items():
+        hypotheses, seconds = decode(model, tokenizer, sources, length_penalty=length_penalty)
+        row.update({f"{split}_{key}": value for key, value in scores(hypotheses, references).items()})
+        row[f"{split}_seconds"] = round(seconds, 1)
+    return row
+
+
 def evaluation_sets(smoke: bool) -> dict[str, tuple[list[str], list[str]]]:
     limit = SMOKE_SENTENCES if smoke else None
     return {
@@ -316,11 +327,7 @@ def length_penalty(args: argparse.Namespace, recorder: Recorder) -> None:
         rows = []
         for penalty in args.penalties:
             row = {"command": "length-penalty", "run": name, "length_penalty": penalty}
-            for split, (sources, references) in sets.items():
-                hypotheses, seconds = decode(model, tokenizer, sources, length_penalty=penalty)
-                row.update({f"{split}_{k}": v for k, v in scores(hypotheses, references).items()})
-                row[f"{split}_seconds"] = round(seconds, 1)
-            rows.append(row)
+            rows.append({**row, **evaluate(model, tokenizer, sets, length_penalty=penalty)})
         best = max(rows, key=lambda row: row["validation_bleu"])
         for row in rows:
             recorder.add({**row, "best_on_validation": row is best})
@@ -338,10 +345,7 @@ def average(args: argparse.Namespace, recorder: Recorder) -> None:
             chosen = checkpoints[-k:]
             model = average_checkpoints(chosen).eval()
             row = {"command": "average", "run": name, "last_k": k, "checkpoints": [p.name for p in chosen]}
-            for split, (sources, references) in sets.items():
-                hypotheses, _ = decode(model, tokenizer, sources)
-                row.update({f"{split}_{key}": value for key, value in scores(hypotheses, references).items()})
-            recorder.add(row)
+            recorder.add({**row, **evaluate(model, tokenizer, sets)})
 
 
 def ensemble(args: argparse.Namespace, recorder: Recorder) -> None:
@@ -368,11 +372,7 @@ def ensemble(args: argparse.Namespace, recorder: Recorder) -> None:
         row.setdefault("member_test2016_bleu", []).append(scores(hypotheses, references)["bleu"])
         row.setdefault("member_seconds", []).append(round(seconds, 1))
         members.append(model)
-    combined = Seq2SeqEnsemble(members, args.runs)
-    for split, (split_sources, split_references) in sets.items():
-        hypotheses, seconds = decode(combined, tokenizer, split_sources)
-        row.update({f"{split}_{key}": value for key, value in scores(hypotheses, split_references).items()})
-        row[f"{split}_seconds"] = round(seconds, 1)
+    row.update(evaluate(Seq2SeqEnsemble(members, args.runs), tokenizer, sets))
     row["seconds"] = row.pop("test2016_seconds")
     row["time_ratio_to_one_model"] = round(row["seconds"] / (sum(row["member_seconds"]) / len(members)), 2)
     recorder.add(row)
